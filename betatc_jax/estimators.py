@@ -1,0 +1,222 @@
+"""Estimators of the β-TCVAE ELBO decomposition (Chen et al., 2018).
+
+For a minibatch of B samples z_i ~ q(z|x_i), with D latent dimensions and a
+dataset of N points, the aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) is
+estimated from the batch. The decomposition of the KL term is
+
+    E[KL(q(z|x) ‖ p(z))] = mi + tc + dim_kl
+    mi     = E[log q(z|x) − log q(z)]              (index-code mutual information)
+    tc     = E[log q(z) − log ∏_j q(z_j)]          (total correlation)
+    dim_kl = E[log ∏_j q(z_j) − log p(z)]          (dimension-wise KL)
+
+Every estimator here is a weighted logsumexp over the batch of the matrix
+L[i, j, d] = log q(z_id | x_j):
+
+    log q(z_i)        ≈ logsumexp_j ( Σ_d L[i, j, d] + log w[i, j] )
+    log ∏_d q(z_id)   ≈ Σ_d logsumexp_j ( L[i, j, d] + log w[i, j] )
+
+and the estimators differ only in the weights w:
+
+* ``"mss"`` (minibatch stratified sampling, the paper's Sec. C.2). With
+  M = B − 1:  w[i, i] = 1/N;  w[i, (i+1) mod B] = (N − M)/(N·M);  every other
+  entry 1/M. Each row sums to 1, and for a batch drawn uniformly without
+  replacement the estimate of q(z_i) is unbiased.
+* ``"mws"`` (minibatch weighted sampling, Sec. C.1): w[i, j] = 1/(N·B).
+  It is a lower bound in expectation (biased low).
+* ``"reference"``: the seed PyTorch implementation (AntixK's PyTorch-VAE and
+  the official code share the layout), reproduced number for number. Its
+  strides write 1/N into *column 0* and (N − M)/(N·M) into column 1 of every
+  row (plus w[B−2, 0] = (N − M)/(N·M)), leaving 1/M on the diagonal, and it
+  adds log w to every latent dimension before the sum over d, so
+  log q(z_i) carries D·log w[i, j]. Both are bugs: the sample's own,
+  largest density q(z_i|x_i) is weighted 1/M instead of 1/N, which biases
+  q(z) high (MI low, TC high). Kept only for parity tests and comparisons.
+
+This module imports only jax, numpy and chex, so other projects can use the
+estimators without the trainer or the data code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Estimator = Literal["mss", "mws", "reference"]
+ESTIMATORS: tuple[str, ...] = ("mss", "mws", "reference")
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_density(x: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """Elementwise log N(x; mu, exp(logvar)).
+
+  log N(x; mu, σ²) = −½ (log 2π + log σ² + (x − mu)² / σ²).
+
+  Args:
+    x: any shape, broadcastable with ``mu`` and ``logvar``.
+    mu: means.
+    logvar: log variances.
+
+  Returns:
+    The log densities, with the broadcast shape of the inputs.
+  """
+  return -0.5 * (_LOG_2PI + logvar + jnp.square(x - mu) * jnp.exp(-logvar))
+
+
+def _check_sizes(batch_size: int, dataset_size: int, estimator: str) -> None:
+  if estimator not in ESTIMATORS:
+    raise ValueError(
+        f"Unknown estimator {estimator!r}; expected one of {ESTIMATORS}.")
+  if not isinstance(dataset_size, (int, np.integer)) or isinstance(dataset_size, bool):
+    raise ValueError(
+        "dataset_size must be a Python int (the number N of training points), "
+        f"got {dataset_size!r}.")
+  if estimator in ("mss", "reference") and batch_size < 2:
+    raise ValueError(
+        f"The {estimator!r} estimator needs batch_size >= 2, got {batch_size}.")
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if dataset_size < batch_size:
+    raise ValueError(
+        f"dataset_size ({dataset_size}) is smaller than the batch size "
+        f"({batch_size}); the minibatch estimators sample a batch without "
+        "replacement from the dataset, so N >= B is required.")
+
+
+def log_importance_weights(batch_size: int, dataset_size: int) -> jax.Array:
+  """Log weights of minibatch stratified sampling (MSS).
+
+  Row i holds the weights that estimate q(z_i) from the batch (the formula is
+  in the module docstring, estimator ``"mss"``).
+
+  Args:
+    batch_size: B >= 2.
+    dataset_size: N >= B.
+
+  Returns:
+    log w: [B, B] float32.
+  """
+  _check_sizes(batch_size, dataset_size, "mss")
+  return jnp.asarray(np.log(_mss_weights(batch_size, dataset_size)), jnp.float32)
+
+
+def _mss_weights(batch_size: int, dataset_size: int) -> np.ndarray:
+  b, n = batch_size, float(dataset_size)
+  m = b - 1
+  w = np.full((b, b), 1.0 / m, np.float64)
+  rows = np.arange(b)
+  w[rows, (rows + 1) % b] = (n - m) / (n * m)
+  w[rows, rows] = 1.0 / n
+  return w
+
+
+def _reference_log_weights(batch_size: int, dataset_size: int) -> jax.Array:
+  """The seed's column-layout weights, in float32 as torch computes them."""
+  b, n = batch_size, float(dataset_size)
+  strat = (n - b + 1) / (n * (b - 1))
+  w = np.full((b, b), 1.0 / (b - 1), np.float32)
+  flat = w.reshape(-1)
+  flat[::b] = 1.0 / n
+  flat[1::b] = strat
+  w[b - 2, 0] = strat
+  return jnp.log(jnp.asarray(w, jnp.float32))
+
+
+def _log_q_zx_matrix(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """L[i, j, d] = log q(z_id | x_j), as vmaps of ``gaussian_log_density``.
+
+  Args:
+    z: [B, D]; mu: [B, D]; logvar: [B, D].
+
+  Returns:
+    [B, B, D].
+  """
+  over_j = jax.vmap(gaussian_log_density, in_axes=(None, 0, 0))
+  over_i = jax.vmap(over_j, in_axes=(0, None, None))
+  return over_i(z, mu, logvar)
+
+
+def kl_decomposition(
+    z: jax.Array,
+    mu: jax.Array,
+    logvar: jax.Array,
+    dataset_size: int,
+    estimator: Estimator = "mss",
+) -> dict[str, jax.Array]:
+  """Minibatch estimate of the decomposition mi + tc + dim_kl.
+
+  The formulas are in the module docstring.
+
+  Args:
+    z: [B, D] samples, z_i ~ q(z|x_i).
+    mu: [B, D] posterior means.
+    logvar: [B, D] posterior log variances.
+    dataset_size: N, the number of points the batch is drawn from (a Python
+      int; it enters the weights, and with it the constant log N).
+    estimator: ``"mss"`` (default), ``"mws"`` or ``"reference"``.
+
+  Returns:
+    A dict with per-sample ``log_q_zx``, ``log_q_z``, ``log_prod_q_zj`` and
+    ``log_p_z`` (each [B]) and the batch means ``mi``, ``tc``, ``dim_kl``
+    (scalars).
+
+  Raises:
+    ValueError: at trace time, for an unknown estimator, B < 2 with ``"mss"``
+      or ``"reference"``, dataset_size < B, or mismatched shapes.
+  """
+  if z.ndim != 2 or mu.shape != z.shape or logvar.shape != z.shape:
+    raise ValueError(
+        "z, mu and logvar must all be [B, D] with the same shape; got "
+        f"z {tuple(z.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}.")
+  batch_size = z.shape[0]
+  _check_sizes(batch_size, dataset_size, estimator)
+  chex.assert_type([z, mu, logvar], float)
+
+  log_q_zx_matrix = _log_q_zx_matrix(z, mu, logvar)                # [B, B, D]
+  log_q_zx = jnp.diagonal(log_q_zx_matrix, axis1=0, axis2=1).sum(0)  # [B]
+  log_p_z = gaussian_log_density(z, 0.0, 0.0).sum(-1)                # [B]
+
+  joint = log_q_zx_matrix.sum(-1)                                    # [B, B]
+  if estimator == "mws":
+    log_w = -math.log(dataset_size * batch_size)
+    log_q_z = jax.nn.logsumexp(joint, axis=1) + log_w
+    log_prod_q_zj = (jax.nn.logsumexp(log_q_zx_matrix, axis=1) + log_w).sum(-1)
+  else:
+    if estimator == "mss":
+      log_w = log_importance_weights(batch_size, dataset_size)
+      log_q_z = jax.nn.logsumexp(joint + log_w, axis=1)
+    else:  # "reference": log w is added to every dimension before the sum.
+      log_w = _reference_log_weights(batch_size, dataset_size)
+      log_q_z = jax.nn.logsumexp(
+          (log_q_zx_matrix + log_w[:, :, None]).sum(-1), axis=1)
+    log_prod_q_zj = jax.nn.logsumexp(
+        log_q_zx_matrix + log_w[:, :, None], axis=1).sum(-1)
+
+  return {
+      "log_q_zx": log_q_zx,
+      "log_q_z": log_q_z,
+      "log_prod_q_zj": log_prod_q_zj,
+      "log_p_z": log_p_z,
+      "mi": jnp.mean(log_q_zx - log_q_z),
+      "tc": jnp.mean(log_q_z - log_prod_q_zj),
+      "dim_kl": jnp.mean(log_prod_q_zj - log_p_z),
+  }
+
+
+def gaussian_kl_to_standard_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """Analytic KL(N(mu, exp(logvar)) ‖ N(0, I)), summed over the last axis.
+
+  KL = ½ Σ_d (mu_d² + exp(logvar_d) − 1 − logvar_d).
+
+  Args:
+    mu: [..., D]; logvar: [..., D].
+
+  Returns:
+    [...], one KL per sample.
+  """
+  return 0.5 * jnp.sum(jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar, axis=-1)

@@ -1,0 +1,234 @@
+"""Flax linen VAEs: the seed's conv net, the paper's MLP and the paper's conv net.
+
+Images are NHWC floats. Every encoder returns ``(mu, logvar)``, each [B, D];
+every decoder maps z: [B, D] to an image-shaped output: logits for a
+Bernoulli likelihood, or (``output_activation="tanh"``, the seed) a mean in
+[−1, 1] for a Gaussian one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Arch = Literal["seed_conv", "mlp", "conv"]
+ARCHS: tuple[str, ...] = ("seed_conv", "mlp", "conv")
+OUTPUT_ACTIVATIONS: tuple[str, ...] = ("none", "tanh")
+
+
+def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int,
+                         output_padding: int = 0, name: str | None = None) -> nn.ConvTranspose:
+  """A flax ConvTranspose that computes PyTorch's ``ConvTranspose2d``.
+
+  PyTorch's transposed conv is the gradient of a conv: a conv of the
+  stride-dilated input, padded by (k−1−p, k−1−p+output_padding), with the
+  spatially flipped kernel. ``transpose_kernel=True`` flips it; the kernel
+  is stored [kh, kw, out, in]. (flax's ``padding="SAME"`` is a different
+  operator: it differs from PyTorch by up to 2.3 on the seed's layers.)
+  """
+  lo = kernel - 1 - padding
+  hi = lo + output_padding
+  return nn.ConvTranspose(
+      features, (kernel, kernel), strides=(stride, stride),
+      padding=((lo, hi), (lo, hi)), transpose_kernel=True, name=name)
+
+
+class SeedConvEncoder(nn.Module):
+  """The seed's encoder: 4 × [Conv(k4, s2, p1), LeakyReLU], fc 256, fc_mu, fc_var.
+
+  x: [B, 64, 64, C] -> (mu, logvar): [B, D]. The flatten is NHWC; weights
+  loaded from PyTorch (NCHW flatten) are permuted by ``torch_compat``.
+  """
+  latent_dim: int
+  hidden_dims: Sequence[int] = (32, 32, 32, 32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    for i, h in enumerate(self.hidden_dims):
+      x = nn.Conv(h, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), name=f"conv_{i}")(x)
+      x = nn.leaky_relu(x, 0.01)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.Dense(256, name="fc")(x)
+    return (nn.Dense(self.latent_dim, name="fc_mu")(x),
+            nn.Dense(self.latent_dim, name="fc_var")(x))
+
+
+class SeedConvDecoder(nn.Module):
+  """The seed's decoder: Linear(D, 16·h) -> 4×4×h, 3 × [ConvT(k3, s2, p1, op1),
+  LeakyReLU], ConvT(k3, s2, p1, op1), LeakyReLU, Conv(k3, p1) to C channels.
+
+  z: [B, D] -> [B, 64, 64, C] (before the output activation).
+  """
+  out_channels: int
+  hidden_dims: Sequence[int] = (32, 32, 32, 32)
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    dims = list(reversed(self.hidden_dims))
+    x = nn.Dense(dims[0] * 16, name="decoder_input")(z)
+    x = x.reshape(z.shape[0], 4, 4, dims[0])
+    for i in range(len(dims) - 1):
+      x = torch_conv_transpose(dims[i + 1], 3, 2, 1, 1, name=f"deconv_{i}")(x)
+      x = nn.leaky_relu(x, 0.01)
+    x = torch_conv_transpose(dims[-1], 3, 2, 1, 1, name="final_deconv")(x)
+    x = nn.leaky_relu(x, 0.01)
+    return nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="final_conv")(x)
+
+
+class MLPEncoder(nn.Module):
+  """The paper's dSprites encoder: H·W·C-1200-1200-2D, ReLU."""
+  latent_dim: int
+  hidden: int = 1200
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(self.hidden, name="fc_0")(x))
+    x = nn.relu(nn.Dense(self.hidden, name="fc_1")(x))
+    out = nn.Dense(2 * self.latent_dim, name="fc_out")(x)
+    return out[:, :self.latent_dim], out[:, self.latent_dim:]
+
+
+class MLPDecoder(nn.Module):
+  """The paper's dSprites decoder: D-1200-1200-1200-H·W·C, tanh hidden layers."""
+  image_shape: tuple[int, int, int]
+  hidden: int = 1200
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    x = z
+    for i in range(3):
+      x = jnp.tanh(nn.Dense(self.hidden, name=f"fc_{i}")(x))
+    h, w, c = self.image_shape
+    return nn.Dense(h * w * c, name="fc_out")(x).reshape(z.shape[0], h, w, c)
+
+
+class ConvEncoder(nn.Module):
+  """The paper's 64×64 conv encoder (its BatchNorm layers left out).
+
+  Conv(32, k4, s2, p1) -> 32 -> 64 -> 64 (each k4 s2 p1, ReLU), Conv(512, k4,
+  valid) to 1×1, ReLU, Conv(2D, k1).
+  """
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    for i, h in enumerate((32, 32, 64, 64)):
+      x = nn.relu(nn.Conv(h, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                          name=f"conv_{i}")(x))
+    x = nn.relu(nn.Conv(512, (4, 4), padding="VALID", name="conv_4")(x))
+    out = nn.Conv(2 * self.latent_dim, (1, 1), name="conv_out")(x).reshape(x.shape[0], -1)
+    return out[:, :self.latent_dim], out[:, self.latent_dim:]
+
+
+class ConvDecoder(nn.Module):
+  """The paper's 64×64 conv decoder (its BatchNorm layers left out).
+
+  Dense 512 (a 1×1 ConvT), ConvT(64, k4) to 4×4, then ConvT(k4, s2, p1) to
+  64, 32, 32 and C channels, each doubling the size: 8, 16, 32, 64. ReLU
+  between layers.
+  """
+  out_channels: int
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    x = nn.relu(nn.Dense(512, name="fc_in")(z)).reshape(z.shape[0], 1, 1, 512)
+    x = nn.relu(torch_conv_transpose(64, 4, 1, 0, name="deconv_0")(x))
+    for i, h in enumerate((64, 32, 32)):
+      x = nn.relu(torch_conv_transpose(h, 4, 2, 1, name=f"deconv_{i + 1}")(x))
+    return torch_conv_transpose(self.out_channels, 4, 2, 1, name="deconv_out")(x)
+
+
+def reparameterize(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """z = mu + exp(logvar / 2) · ε, ε ~ N(0, I). mu, logvar: [B, D] -> [B, D]."""
+  return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+
+
+class VAE(nn.Module):
+  """A Gaussian-posterior VAE with a selectable architecture.
+
+  Attributes:
+    arch: ``"seed_conv"``, ``"mlp"`` or ``"conv"``.
+    latent_dim: D.
+    image_shape: (H, W, C); the conv archs need 64×64.
+    output_activation: ``"none"`` (the decoder returns logits, for a
+      Bernoulli likelihood) or ``"tanh"`` (the seed's Gaussian mean).
+    hidden_dims: the seed_conv channel widths.
+  """
+  arch: Arch = "mlp"
+  latent_dim: int = 10
+  image_shape: tuple[int, int, int] = (64, 64, 1)
+  output_activation: str = "none"
+  hidden_dims: tuple[int, ...] = (32, 32, 32, 32)
+
+  def setup(self):
+    validate_model_settings(self.arch, self.latent_dim, self.image_shape,
+                            self.output_activation)
+    channels = self.image_shape[-1]
+    if self.arch == "seed_conv":
+      self.encoder = SeedConvEncoder(self.latent_dim, self.hidden_dims)
+      self.decoder = SeedConvDecoder(channels, self.hidden_dims)
+    elif self.arch == "mlp":
+      self.encoder = MLPEncoder(self.latent_dim)
+      self.decoder = MLPDecoder(tuple(self.image_shape))
+    else:
+      self.encoder = ConvEncoder(self.latent_dim)
+      self.decoder = ConvDecoder(channels)
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x: [B, H, W, C] float -> (mu, logvar), each [B, D]."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
+      raise ValueError(
+          f"Expected images of shape [B, {', '.join(map(str, self.image_shape))}] "
+          f"(NHWC), got {tuple(x.shape)}.")
+    return self.encoder(x)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    """z: [B, D] -> [B, H, W, C] decoder output (logits, or the tanh mean)."""
+    chex.assert_shape(z, (None, self.latent_dim))
+    out = self.decoder(z)
+    return jnp.tanh(out) if self.output_activation == "tanh" else out
+
+  def __call__(self, x: jax.Array, key: jax.Array
+               ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """x: [B, H, W, C] -> (decoder_out [B, H, W, C], mu, logvar, z [B, D])."""
+    mu, logvar = self.encode(x)
+    z = reparameterize(key, mu, logvar)
+    return self.decode(z), mu, logvar, z
+
+  def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
+    """Decodes z ~ N(0, I): -> [num_samples, H, W, C] decoder outputs."""
+    z = jax.random.normal(key, (num_samples, self.latent_dim))
+    return self.decode(z)
+
+  def reconstruct(self, x: jax.Array) -> jax.Array:
+    """Decodes the posterior mean: x [B, H, W, C] -> [B, H, W, C]."""
+    mu, _ = self.encode(x)
+    return self.decode(mu)
+
+
+def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[int],
+                            output_activation: str) -> None:
+  """Raises ValueError for settings no model can be built from."""
+  if arch not in ARCHS:
+    raise ValueError(f"Unknown model arch {arch!r}; expected one of {ARCHS}.")
+  if latent_dim < 1:
+    raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
+  if len(image_shape) != 3:
+    raise ValueError(f"image_shape must be (H, W, C), got {tuple(image_shape)}.")
+  if arch in ("seed_conv", "conv") and tuple(image_shape[:2]) != (64, 64):
+    raise ValueError(f"arch {arch!r} needs 64x64 images, got {tuple(image_shape)}.")
+  if output_activation not in OUTPUT_ACTIVATIONS:
+    raise ValueError(f"Unknown output_activation {output_activation!r}; "
+                     f"expected one of {OUTPUT_ACTIVATIONS}.")
+
+
+def mean_image(decoder_out: jax.Array, likelihood: str) -> jax.Array:
+  """The image a decoder output stands for: sigmoid(logits) for Bernoulli,
+  the output itself for Gaussian."""
+  return jax.nn.sigmoid(decoder_out) if likelihood == "bernoulli" else decoder_out

@@ -1,0 +1,91 @@
+"""Objectives: exact values from numpy, the anneal schedule, validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from betatc_jax import estimators, losses
+
+
+def _batch(seed=0, b=6, d=4, shape=(5, 5, 1)):
+  rng = np.random.default_rng(seed)
+  x = (rng.uniform(size=(b,) + shape) > 0.5).astype(np.float32)
+  logits = rng.normal(size=(b,) + shape).astype(np.float32)
+  mu = rng.normal(size=(b, d)).astype(np.float32)
+  logvar = rng.uniform(-2, 0, (b, d)).astype(np.float32)
+  z = (mu + np.exp(logvar / 2) * rng.normal(size=(b, d))).astype(np.float32)
+  return x, logits, mu, logvar, z
+
+
+def test_bernoulli_nll_matches_numpy():
+  x, logits, *_ = _batch()
+  p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+  want = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(len(x), -1).sum(-1)
+  np.testing.assert_allclose(losses.reconstruction_nll(x, logits, "bernoulli"), want, rtol=1e-5)
+
+
+def test_bernoulli_nll_stable_for_large_logits():
+  x = jnp.array([[1.0, 0.0]])
+  nll = losses.reconstruction_nll(x, jnp.array([[200.0, -200.0]]), "bernoulli")
+  np.testing.assert_allclose(nll, [0.0], atol=1e-6)
+  nll = losses.reconstruction_nll(x, jnp.array([[-200.0, 200.0]]), "bernoulli")
+  np.testing.assert_allclose(nll, [400.0], rtol=1e-6)
+
+
+def test_gaussian_nll_is_summed_squared_error():
+  x, out, *_ = _batch(1)
+  want = ((out - x) ** 2).reshape(len(x), -1).sum(-1)
+  np.testing.assert_allclose(losses.reconstruction_nll(x, out, "gaussian"), want, rtol=1e-5)
+
+
+def test_unknown_likelihood_rejected():
+  with pytest.raises(ValueError, match="Unknown likelihood"):
+    losses.reconstruction_nll(jnp.zeros((2, 3)), jnp.zeros((2, 3)), "poisson")
+
+
+@pytest.mark.parametrize("alpha,beta,gamma,anneal", [(1, 6, 1, 1.0), (0.5, 2, 3, 0.25)])
+def test_betatc_objective_is_the_weighted_sum(alpha, beta, gamma, anneal):
+  x, logits, mu, logvar, z = _batch()
+  loss, m = losses.betatc_objective(
+      x, logits, mu, logvar, z, dataset_size=100, anneal=anneal,
+      alpha=alpha, beta=beta, gamma=gamma, estimator="mss", likelihood="bernoulli")
+  terms = estimators.kl_decomposition(z, mu, logvar, 100, "mss")
+  recon = float(np.mean(losses.reconstruction_nll(x, logits, "bernoulli")))
+  want = recon + alpha * terms["mi"] + beta * terms["tc"] + gamma * anneal * terms["dim_kl"]
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  np.testing.assert_allclose(m["recon"], recon, rtol=1e-6)
+  kl = 0.5 * np.mean(np.sum(mu ** 2 + np.exp(logvar) - 1 - logvar, -1))
+  np.testing.assert_allclose(m["kl"], kl, rtol=1e-5)
+  np.testing.assert_allclose(m["elbo"], -recon - kl, rtol=1e-5)
+  for k in ("mi", "tc", "dim_kl"):
+    np.testing.assert_allclose(m[k], terms[k], rtol=1e-6)
+
+
+def test_beta_vae_objective():
+  x, logits, mu, logvar, z = _batch(2)
+  loss, m = losses.beta_vae_objective(x, logits, mu, logvar, beta=4.0, z=z, dataset_size=50)
+  kl = 0.5 * np.mean(np.sum(mu ** 2 + np.exp(logvar) - 1 - logvar, -1))
+  recon = float(np.mean(losses.reconstruction_nll(x, logits, "bernoulli")))
+  np.testing.assert_allclose(loss, recon + 4.0 * kl, rtol=1e-5)
+  terms = estimators.kl_decomposition(z, mu, logvar, 50, "mss")
+  np.testing.assert_allclose(m["tc"], terms["tc"], rtol=1e-6)
+  # The monitoring terms carry no gradient into the loss.
+  g = jax.grad(lambda z: losses.beta_vae_objective(
+      x, logits, mu, logvar, beta=4.0, z=z, dataset_size=50)[0])(z)
+  np.testing.assert_array_equal(g, 0.0)
+
+
+def test_beta_vae_objective_requires_dataset_size_with_z():
+  x, logits, mu, logvar, z = _batch(3)
+  with pytest.raises(ValueError, match="dataset_size is required"):
+    losses.beta_vae_objective(x, logits, mu, logvar, z=z)
+
+
+def test_linear_anneal_is_a_pure_function_of_the_step():
+  values = [float(losses.linear_anneal(s, 4)) for s in range(6)]
+  assert values == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+  assert float(losses.linear_anneal(0, 0)) == 1.0
+  # Jitted, traced steps give the same numbers.
+  jitted = jax.jit(losses.linear_anneal, static_argnums=1)
+  assert [float(jitted(s, 4)) for s in range(6)] == values
