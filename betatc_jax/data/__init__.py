@@ -1,0 +1,49 @@
+"""Ground-truth datasets and the input pipeline.
+
+``load_dataset(name, **options)``:
+
+* ``"dsprites"``: procedural dSprites (offline, the default);
+  options ``subsample`` (a step per factor) and ``use_cache``. With
+  ``path=...``: DeepMind's .npz file instead.
+* ``"tfds:dsprites"``, ``"tfds:shapes3d"``: through tensorflow-datasets;
+  options ``data_dir``, ``split``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from betatc_jax.data.ground_truth import GroundTruthDataset
+
+DATASETS = ("dsprites", "tfds:dsprites", "tfds:shapes3d")
+_OPTIONS = {"dsprites": {"path", "subsample", "use_cache"},
+            "tfds:dsprites": {"data_dir", "split"},
+            "tfds:shapes3d": {"data_dir", "split"}}
+
+
+def load_dataset(name: str, **options: Any) -> GroundTruthDataset:
+  """Loads a ground-truth dataset by name (see the module docstring).
+
+  Raises:
+    ValueError: for an unknown name or option.
+    FileNotFoundError: for a missing file or unprepared tfds data.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; expected one of {DATASETS}.")
+  unknown = set(options) - _OPTIONS[name]
+  if unknown:
+    raise ValueError(f"Unknown option(s) {sorted(unknown)} for dataset {name!r}; "
+                     f"expected some of {sorted(_OPTIONS[name])}.")
+  if name == "dsprites":
+    from betatc_jax.data import dsprites
+    path = options.pop("path", None)
+    if path:
+      if options:
+        raise ValueError(f"Options {sorted(options)} do not apply to the dSprites npz file.")
+      return dsprites.dsprites_from_npz(path)
+    return dsprites.procedural_dsprites(**options)
+  from betatc_jax.data import tfds_source
+  return tfds_source.load_tfds(name.split(":", 1)[1], **options)
+
+
+__all__ = ["DATASETS", "GroundTruthDataset", "load_dataset"]
