@@ -22,6 +22,8 @@ def test_ci_runs_the_readme_test_command():
   readme = (ROOT / "README.md").read_text()
   quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
   commands = _bash_lines(quickstart)
+  assert len(commands) == 2, commands  # exactly two: train, test
+  assert "train.py --config configs/default.py" in commands[0]
   test_commands = [c for c in commands if "pytest" in c]
   assert len(test_commands) == 1, commands
   ci_lines = [l.strip() for l in (ROOT / ".ci/run").read_text().splitlines()

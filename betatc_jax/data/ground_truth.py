@@ -44,7 +44,7 @@ class GroundTruthDataset:
     if len(self.factor_names) != k or len(self.factor_sizes) != k:
       raise ValueError(f"{k} factor columns but {len(self.factor_names)} names and "
                        f"{len(self.factor_sizes)} sizes.")
-    if len(factors) and (factors.min() < 0 or np.any(factors.max(0) >= np.asarray(self.factor_sizes))):
+    if factors.size and (factors.min() < 0 or np.any(factors.max(0) >= np.asarray(self.factor_sizes))):
       raise ValueError(f"factor classes out of range for factor_sizes {self.factor_sizes}.")
 
   def __len__(self) -> int:

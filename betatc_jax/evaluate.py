@@ -1,0 +1,180 @@
+"""Evaluate a trained run: ELBO decomposition, MIG (two estimators), FactorVAE, DCI.
+
+  python -m betatc_jax.evaluate --workdir DIR
+
+Loads ``DIR/config.json`` and the latest checkpoint, encodes the whole
+training dataset, and writes ``DIR/eval.json``, ``DIR/latent_vs_factor.png``
+and ``DIR/traversals.png``; prints a short table. Also runs at the end of
+training (``config.eval.at_end``).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from betatc_jax import checkpointing, losses, metrics, plotting, train_lib
+from betatc_jax.data.ground_truth import GroundTruthDataset
+from betatc_jax.metrics.dci import dci
+from betatc_jax.metrics.factorvae import factorvae_score
+
+ACTIVE_KL = 0.01   # nats: latents with a smaller mean KL(q(z_j|x) ‖ p(z_j)) count as collapsed
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a training workdir was run with.
+
+  Raises:
+    FileNotFoundError: no such workdir, or no config.json in it.
+  """
+  workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"No workdir {workdir}.")
+  if not (workdir / "config.json").is_file():
+    raise FileNotFoundError(f"{workdir} has no config.json: is it a betatc_jax training workdir?")
+  saved = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  train_lib.validate_config(saved)
+  return train_lib.with_defaults(saved)
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                   image_shape: tuple[int, int, int]) -> tuple[int, Any]:
+  """(step, params) of the latest checkpoint in ``workdir``.
+
+  Raises:
+    FileNotFoundError: no checkpoint.
+    checkpointing.CheckpointError: a checkpoint that cannot be restored.
+  """
+  workdir = pathlib.Path(workdir)
+  state = jax.eval_shape(lambda: train_lib.create_train_state(
+      config, jax.random.key(0), image_shape, config.batch_size))
+  rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+  target = {"params": state.params, "opt_state": state.opt_state, "step": state.step, "rng": rng}
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+  try:
+    step, restored = checkpointing.restore_latest(manager, target)
+  finally:
+    manager.close()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {workdir / 'checkpoints'}: train first.")
+  return step, restored["params"]
+
+
+def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Posterior (mu, logvar) of every image: uint8 [N, H, W, C] -> 2 × [N, D]."""
+  @jax.jit
+  def encode(batch):
+    return model.apply({"params": params}, batch.astype(jnp.float32) / 255.0, method="encode")
+
+  mus, logvars = [], []
+  for start in range(0, len(images), batch_size):
+    batch = np.asarray(images[start:start + batch_size])
+    n = len(batch)
+    if n < batch_size:  # pad to one compiled shape
+      batch = np.concatenate([batch, np.zeros((batch_size - n,) + batch.shape[1:], batch.dtype)])
+    mu, logvar = encode(batch)
+    mus.append(np.asarray(mu)[:n])
+    logvars.append(np.asarray(logvar)[:n])
+  return np.concatenate(mus), np.concatenate(logvars)
+
+
+def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTruthDataset, *,
+                    step: int, workdir: pathlib.Path | None = None) -> dict[str, Any]:
+  """All metrics of ``params`` on ``dataset``; writes eval.json and plots if
+  ``workdir`` is given."""
+  if dataset.num_factors == 0:
+    raise ValueError(f"Dataset {dataset.name!r} has no ground-truth factors; the "
+                     "disentanglement metrics need them.")
+  model = train_lib.make_model(config, dataset.observation_shape)
+  key = jax.random.key(config.seed + 7)
+  keys = jax.random.split(key, 3)
+  rng = np.random.default_rng(config.seed + 7)
+  num_samples = config.eval.num_samples
+
+  mu, logvar = encode_dataset(model, params, dataset.images)
+  decomposition = metrics.elbo_decomposition(mu, logvar, key=keys[0], num_samples=num_samples)
+  x = jnp.asarray(dataset.images[decomposition["rows"]], jnp.float32) / 255.0
+  decoded = model.apply({"params": params}, jnp.asarray(decomposition["z"]), method="decode")
+  log_px = -float(jnp.mean(losses.reconstruction_nll(x, decoded, config.objective.likelihood)))
+
+  exclude = (0,) if config.dataset.name in ("dsprites", "tfds:dsprites") else ()
+  mig = metrics.mig(mu, logvar, dataset.factors, dataset.factor_sizes, key=keys[1],
+                    num_samples=num_samples, exclude=exclude)
+  hist = metrics.mig_histogram(mu, dataset.factors, exclude=exclude)
+  fvae = factorvae_score(mu, dataset, rng=rng)
+  dci_out = dci(mu, dataset.factors, rng=rng)
+  kl_per_dim = 0.5 * np.mean(mu ** 2 + np.exp(logvar) - 1 - logvar, axis=0)
+
+  result = {
+      "step": int(step),
+      "mig": mig["mig"],
+      "mig_with_shape": float(np.nanmean(mig["mig_per_factor"])),
+      "mig_per_factor": dict(zip(dataset.factor_names, map(float, mig["mig_per_factor"]))),
+      "mig_excluded_factors": [dataset.factor_names[k] for k in exclude],
+      "mig_histogram": hist["mig"],
+      "mutual_info": np.round(mig["mutual_info"], 4).tolist(),
+      "log_px": log_px,
+      "elbo": log_px - decomposition["kl"],
+      **{k: decomposition[k] for k in ("mi", "tc", "dim_kl", "kl")},
+      "kl_per_dim": np.round(kl_per_dim, 4).tolist(),
+      "active_latents": int(np.sum(kl_per_dim > ACTIVE_KL)),
+      "factorvae_score": fvae["factorvae_score"],
+      "dci_disentanglement": dci_out["dci_disentanglement"],
+      "dci_completeness": dci_out["dci_completeness"],
+      "dci_informativeness": dci_out["dci_informativeness"],
+      "num_points": len(dataset),
+      "num_samples": num_samples,
+  }
+  if workdir is not None:
+    workdir = pathlib.Path(workdir)
+    (workdir / "eval.json").write_text(json.dumps(result, indent=2))
+    plotting.save_latent_vs_factor(workdir / "latent_vs_factor.png", mu, dataset,
+                                   np.flatnonzero(kl_per_dim > ACTIVE_KL))
+    plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config)
+  return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+  rows = [("step", result["step"]), ("MIG (paper)", result["mig"]),
+          ("MIG with shape", result["mig_with_shape"]), ("MIG (histogram)", result["mig_histogram"]),
+          ("FactorVAE score", result["factorvae_score"]),
+          ("DCI disentanglement", result["dci_disentanglement"]),
+          ("log p(x|z)", result["log_px"]), ("index-code MI", result["mi"]),
+          ("total correlation", result["tc"]), ("dimension-wise KL", result["dim_kl"]),
+          ("KL (analytic)", result["kl"]), ("active latents", result["active_latents"])]
+  return "\n".join(f"{name:<22}{value:>10.4f}" if isinstance(value, float) else
+                   f"{name:<22}{value:>10}" for name, value in rows)
+
+
+def evaluate_workdir(workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Evaluates the latest checkpoint of a training workdir (see module docstring)."""
+  config = load_config(workdir)
+  dataset = train_lib.dataset_from_config(config)
+  step, params = restore_params(config, workdir, dataset.observation_shape)
+  return evaluate_params(config, params, dataset, step=step, workdir=pathlib.Path(workdir))
+
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="a training workdir")
+  args = parser.parse_args(argv)
+  try:
+    result = evaluate_workdir(args.workdir)
+  except (FileNotFoundError, ValueError, checkpointing.CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(format_table(result))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

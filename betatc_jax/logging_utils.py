@@ -1,0 +1,55 @@
+"""Host-side logging: metrics.jsonl, TensorBoard events (tensorboardX, no
+TensorFlow) and a tqdm progress bar."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import tqdm
+
+
+class MetricWriter:
+  """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` and
+  writes the same scalars to TensorBoard event files in ``workdir/tb``."""
+
+  def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+    self._enabled = enabled
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+      self._jsonl = open(pathlib.Path(workdir) / "metrics.jsonl", "a")
+      self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+
+  def write(self, row: dict[str, Any]) -> None:
+    """row: {"step": int, name: float, ...}."""
+    if not self._enabled:
+      return
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._jsonl.flush()
+    for name, value in row.items():
+      if name != "step":
+        self._tb.add_scalar(f"train/{name}", value, row["step"])
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+class ProgressBar:
+  """tqdm over the training steps showing the step, steps/s and the loss."""
+
+  def __init__(self, start: int, total: int, enabled: bool = True):
+    self._bar = tqdm.tqdm(total=total, initial=start, unit="step", disable=not enabled,
+                          dynamic_ncols=True)
+
+  def update(self, steps: int, row: dict[str, Any]) -> None:
+    self._bar.set_postfix(loss=f"{row['loss']:.2f}", tc=f"{row.get('tc', float('nan')):.2f}",
+                          refresh=False)
+    self._bar.update(steps)
+
+  def close(self) -> None:
+    self._bar.close()

@@ -1,0 +1,320 @@
+"""Training: config validation, state, the jitted data-parallel step, the loop.
+
+``train_step`` is a module-level pure function; ``train_and_evaluate`` only
+wires data, state, checkpoints and logging together.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from betatc_jax import checkpointing, estimators, losses, models, sharding
+from betatc_jax.data import load_dataset, pipeline
+from betatc_jax.data.ground_truth import GroundTruthDataset
+
+OBJECTIVES = ("betatc", "beta_vae")
+
+
+# ------------------------------------------------------------------ config
+
+def _schema() -> ml_collections.ConfigDict:
+  from configs import default  # the default config defines every key
+  return default.get_config()
+
+
+def _unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> list[str]:
+  unknown = []
+  for key, value in config.items():
+    if key not in schema:
+      unknown.append(prefix + key)
+    elif isinstance(value, (Mapping, ml_collections.ConfigDict)) and \
+        isinstance(schema[key], (Mapping, ml_collections.ConfigDict)):
+      unknown += _unknown_keys(value, schema[key], f"{prefix}{key}.")
+  return unknown
+
+
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` on top of the default config: keys added since a run was
+  saved take their default values."""
+  def merge(base, update):
+    for key, value in update.items():
+      if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+        merge(base[key], value)
+      else:
+        base[key] = value
+  merged = _schema()
+  merge(merged, config)
+  return merged
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError, before any work, for unknown keys or invalid values."""
+  unknown = _unknown_keys(config, _schema())
+  if unknown:
+    raise ValueError(f"Unknown config key(s): {', '.join(sorted(unknown))}.")
+  obj, model = config.objective, config.model
+  checks = [
+      (obj.name in OBJECTIVES, f"objective.name must be one of {OBJECTIVES}, got {obj.name!r}"),
+      (obj.estimator in estimators.ESTIMATORS,
+       f"objective.estimator must be one of {estimators.ESTIMATORS}, got {obj.estimator!r}"),
+      (obj.likelihood in losses.LIKELIHOODS,
+       f"objective.likelihood must be one of {losses.LIKELIHOODS}, got {obj.likelihood!r}"),
+      (obj.beta >= 0, f"objective.beta must be >= 0, got {obj.beta}"),
+      (obj.alpha >= 0, f"objective.alpha must be >= 0, got {obj.alpha}"),
+      (obj.gamma >= 0, f"objective.gamma must be >= 0, got {obj.gamma}"),
+      (obj.anneal_steps >= 0, f"objective.anneal_steps must be >= 0, got {obj.anneal_steps}"),
+      (model.arch in models.ARCHS, f"model.arch must be one of {models.ARCHS}, got {model.arch!r}"),
+      (model.latent_dim >= 1, f"model.latent_dim must be >= 1, got {model.latent_dim}"),
+      (model.output_activation in models.OUTPUT_ACTIVATIONS,
+       f"model.output_activation must be one of {models.OUTPUT_ACTIVATIONS}"),
+      (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
+      (config.batch_size >= 2 or obj.estimator == "mws",
+       f"batch_size must be >= 2 for the {obj.estimator!r} estimator, got {config.batch_size}"),
+      (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
+      (config.num_train_steps >= 1, f"num_train_steps must be >= 1, got {config.num_train_steps}"),
+      (config.log_every_steps >= 1, f"log_every_steps must be >= 1, got {config.log_every_steps}"),
+      (config.checkpoint_every_steps >= 1,
+       f"checkpoint_every_steps must be >= 1, got {config.checkpoint_every_steps}"),
+      (config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}"),
+      (not (obj.likelihood == "bernoulli" and model.output_activation == "tanh"),
+       "a Bernoulli likelihood needs logits: use model.output_activation='none'"),
+  ]
+  errors = [message for ok, message in checks if not ok]
+  if errors:
+    raise ValueError("Invalid config: " + "; ".join(errors) + ".")
+
+
+def dataset_from_config(config: ml_collections.ConfigDict) -> GroundTruthDataset:
+  """Loads the dataset the config names, with only the options that apply."""
+  d = config.dataset
+  if d.name == "dsprites":
+    options = {"path": d.path} if d.path else {"subsample": tuple(d.subsample)}
+  else:
+    options = {"split": d.split, **({"data_dir": d.data_dir} if d.data_dir else {})}
+  return load_dataset(d.name, **options)
+
+
+# ------------------------------------------------------------------ state and step
+
+class TrainState(train_state.TrainState):
+  """flax TrainState plus the objective, a static function
+  ``objective(x, decoder_out, mu, logvar, z, step) -> (loss, metrics)``."""
+  objective: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] = flax.struct.field(
+      pytree_node=False)
+
+
+def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> models.VAE:
+  return models.VAE(arch=config.model.arch, latent_dim=config.model.latent_dim,
+                    image_shape=tuple(image_shape),
+                    output_activation=config.model.output_activation)
+
+
+def _betatc(x, decoder_out, mu, logvar, z, step, *, obj, dataset_size):
+  return losses.betatc_objective(
+      x, decoder_out, mu, logvar, z, dataset_size=dataset_size,
+      anneal=losses.linear_anneal(step, obj["anneal_steps"]), alpha=obj["alpha"],
+      beta=obj["beta"], gamma=obj["gamma"], estimator=obj["estimator"],
+      likelihood=obj["likelihood"])
+
+
+def _beta_vae(x, decoder_out, mu, logvar, z, step, *, obj, dataset_size):
+  del step
+  return losses.beta_vae_objective(
+      x, decoder_out, mu, logvar, beta=obj["beta"], likelihood=obj["likelihood"],
+      z=z, dataset_size=dataset_size, estimator=obj["estimator"])
+
+
+def make_objective(config: ml_collections.ConfigDict, dataset_size: int) -> Callable:
+  """The config's objective as a function of (x, decoder_out, mu, logvar, z, step)."""
+  obj = dict(config.objective)
+  fn = _betatc if obj["name"] == "betatc" else _beta_vae
+  return functools.partial(fn, obj=obj, dataset_size=int(dataset_size))
+
+
+def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
+                       image_shape: tuple[int, int, int], dataset_size: int) -> TrainState:
+  """Initialises parameters (from ``key``) and Adam."""
+  model = make_model(config, image_shape)
+  params = model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=optax.adam(config.learning_rate),
+                           objective=make_objective(config, dataset_size))
+
+
+def train_step(state: TrainState, batch: jax.Array, key: jax.Array
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update on the global batch.
+
+  Args:
+    state: the train state (params, Adam state, step).
+    batch: uint8 [B, H, W, C] images in [0, 255]; converted to float here,
+      on the device.
+    key: the run's base key; the step's key is ``fold_in(key, state.step)``,
+      so a resumed run draws the same noise.
+
+  Returns:
+    (new state, metrics): the objective's metrics plus ``grad_norm`` and
+    ``finite`` (1.0 when the loss and all gradients are finite).
+  """
+  x = batch.astype(jnp.float32) / 255.0
+  step_key = jax.random.fold_in(key, state.step)
+
+  def loss_fn(params):
+    decoder_out, mu, logvar, z = state.apply_fn({"params": params}, x, step_key)
+    return state.objective(x, decoder_out, mu, logvar, z, state.step)
+
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_norm = optax.global_norm(grads)
+  metrics = dict(metrics, grad_norm=grad_norm,
+                 finite=(jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(jnp.float32))
+  return state.apply_gradients(grads=grads), metrics
+
+
+def jit_train_step(mesh: jax.sharding.Mesh, state_sharding: Any) -> Callable:
+  """``train_step`` jitted with explicit shardings: state replicated, batch
+  sharded over 'data', metrics replicated. The state is donated."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(state_sharding, sharding.data_sharding(mesh), replicated),
+                 out_shardings=(state_sharding, replicated))
+
+
+# ------------------------------------------------------------------ the loop
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or the gradients became NaN/inf; the run stopped."""
+
+
+def _checkpoint_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
+  return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+          "rng": jax.random.key_data(rng)}
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+  """Drops rows logged after ``last_step`` (from a run that died after its
+  last checkpoint), so the resumed run's rows are not duplicated."""
+  if not path.exists():
+    return
+  rows = [line for line in path.read_text().splitlines()
+          if line.strip() and json.loads(line)["step"] <= last_step]
+  path.write_text("".join(row + "\n" for row in rows))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming from ``workdir/checkpoints`` if there is one) and writes
+  metrics.jsonl, TensorBoard events and PNGs to ``workdir``.
+
+  Raises:
+    ValueError: for an invalid config, before any work.
+    checkpointing.CheckpointError: for a checkpoint that cannot be restored.
+    NonFiniteLossError: when the loss or gradients become non-finite; the
+      last good checkpoint stays.
+  """
+  from betatc_jax import plotting  # host-side only
+  from betatc_jax.logging_utils import MetricWriter, ProgressBar
+
+  validate_config(config)
+  sharding.maybe_initialize_distributed(
+      config.distributed.coordinator_address or None,
+      config.distributed.num_processes if config.distributed.coordinator_address else None,
+      config.distributed.process_id if config.distributed.coordinator_address else None)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(config.batch_size, mesh)
+  dataset = dataset_from_config(config)
+  if len(dataset) < config.batch_size:
+    raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size "
+                     f"{config.batch_size}.")
+
+  workdir_path = pathlib.Path(workdir)
+  workdir_path.mkdir(parents=True, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  replicated = sharding.replicated(mesh)
+
+  def init():  # traced once, so every process builds the same global arrays
+    init_key, step_key = jax.random.split(jax.random.key(config.seed))
+    state = create_train_state(config, init_key, dataset.observation_shape, len(dataset))
+    return state, step_key
+
+  state, step_key = jax.jit(init, out_shardings=replicated)()
+  state_sharding = jax.tree.map(lambda _: replicated, state)
+
+  manager = checkpointing.make_manager(workdir_path, config.keep_checkpoints)
+  restored_step, restored = checkpointing.restore_latest(manager, _checkpoint_tree(state, step_key))
+  if restored is not None:
+    state = state.replace(params=restored["params"], opt_state=restored["opt_state"],
+                          step=restored["step"])
+    step_key = jax.random.wrap_key_data(restored["rng"])
+  start_step = int(state.step)
+  if is_chief:
+    (workdir_path / "config.json").write_text(config.to_json(indent=2))
+    _truncate_metrics(workdir_path / "metrics.jsonl", start_step)
+
+  step_fn = jit_train_step(mesh, state_sharding)
+  writer = MetricWriter(workdir_path, enabled=is_chief)
+  progress = ProgressBar(start_step, config.num_train_steps,
+                         enabled=is_chief and config.progress_bar)
+  last_saved = restored_step
+  pending: list[dict[str, jax.Array]] = []
+  t0, images_since = time.perf_counter(), 0
+  batches = pipeline.Batches(dataset, config.batch_size, config.seed, start_step,
+                             sharding.data_sharding(mesh))
+  try:
+    for step in range(start_step, config.num_train_steps):
+      _, batch = next(batches)
+      state, metrics = step_fn(state, batch, step_key)
+      pending.append(metrics)
+      images_since += config.batch_size
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == config.num_train_steps or \
+         done % config.checkpoint_every_steps == 0:
+        host = jax.device_get(pending)
+        bad = [start for start, m in enumerate(host) if m["finite"] < 1.0]
+        if bad:
+          failed = done - len(host) + bad[0]
+          manager.wait_until_finished()
+          raise NonFiniteLossError(
+              f"Non-finite loss or gradients at step {failed + 1} "
+              f"(loss={host[bad[0]]['loss']}, grad_norm={host[bad[0]]['grad_norm']}). "
+              f"Training stopped; the last good checkpoint is step {last_saved} in "
+              f"{manager.directory}.")
+        elapsed = time.perf_counter() - t0
+        row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+        row.update(step=done, steps_per_sec=len(host) / elapsed,
+                   images_per_sec=images_since / elapsed)
+        if done % config.log_every_steps == 0 or done == config.num_train_steps:
+          writer.write(row)
+        progress.update(len(host), row)
+        pending, t0, images_since = [], time.perf_counter(), 0
+        if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
+          checkpointing.save(manager, done, _checkpoint_tree(state, step_key))
+          last_saved = done
+  finally:
+    batches.close()
+    progress.close()
+    writer.close()
+    manager.wait_until_finished()
+
+  if is_chief:
+    params = jax.device_get(state.params)
+    model = make_model(config, dataset.observation_shape)
+    plotting.write_training_pngs(workdir_path, model, params, dataset, config,
+                                 jax.random.key(config.seed + 1))
+    if config.eval.at_end:
+      from betatc_jax import evaluate
+      result = evaluate.evaluate_params(config, params, dataset, step=int(state.step),
+                                        workdir=workdir_path)
+      print(evaluate.format_table(result), flush=True)
+  return state

@@ -1,0 +1,17 @@
+"""Baseline: β-VAE (β=6, analytic KL) with the default's model, data and budget.
+
+Command:
+  python train.py --config configs/beta_vae.py --workdir workdirs/beta_vae
+
+Expect: the same run time as configs/default.py. The logged mi/tc/dim_kl are
+the MSS estimates, for monitoring only (not in the loss); TC is often < 0
+early on: that is the estimator's downward bias, not a bug.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.objective.name = "beta_vae"
+  return config

@@ -1,0 +1,237 @@
+"""End-to-end training: outputs, resume, devices, processes, NaN stop, bad configs."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from betatc_jax import checkpointing, train_lib
+from configs import default
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def small_config(**overrides):
+  config = default.get_config()
+  config.batch_size = 32
+  config.num_train_steps = 12
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 6
+  config.progress_bar = False
+  config.model.latent_dim = 4
+  config.dataset.subsample = (1, 2, 4, 4, 4)    # 5,760 images
+  config.eval.num_images = 4
+  config.eval.traversal_steps = 5
+  config.eval.at_end = False                    # evaluate_test covers it
+  config.eval.num_samples = 500
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def read_rows(workdir):
+  return [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").iterdir()
+                if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  config = small_config()
+  state = train_lib.train_and_evaluate(config, str(workdir))
+  return workdir, config, state
+
+
+def test_outputs(trained):
+  workdir, config, state = trained
+  rows = read_rows(workdir)
+  assert [r["step"] for r in rows] == list(range(2, 13, 2))
+  for r in rows:
+    for key in ("loss", "recon", "mi", "tc", "dim_kl", "kl", "elbo", "grad_norm", "images_per_sec"):
+      assert np.isfinite(r[key]), (key, r)
+    # The loss is the β-TCVAE objective of the logged terms (α=γ=1, no warm-up).
+    np.testing.assert_allclose(r["loss"], r["recon"] + r["mi"] + 6 * r["tc"] + r["dim_kl"], rtol=1e-4)
+  assert rows[-1]["loss"] < rows[0]["loss"]
+  assert int(state.step) == 12
+  assert checkpoint_steps(workdir) == [6, 12]
+  sizes = {name: Image.open(workdir / name).size for name in
+           ("reconstructions.png", "samples.png", "traversals.png")}
+  assert sizes["reconstructions.png"] == (4 * 65 + 1, 2 * 65 + 1)      # inputs over reconstructions
+  assert sizes["samples.png"] == (8 * 65 + 1, 8 * 65 + 1)
+  assert sizes["traversals.png"] == (5 * 65 + 1, 4 * 65 + 1)           # one row per latent
+  assert list((workdir / "tb").glob("events.out.tfevents.*"))
+  assert json.loads((workdir / "config.json").read_text())["batch_size"] == 32
+
+
+def test_resume_equals_uninterrupted(trained, tmp_path):
+  workdir, config, _ = trained
+  train_lib.train_and_evaluate(small_config(num_train_steps=6), str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [6]
+  train_lib.train_and_evaluate(small_config(num_train_steps=12), str(tmp_path))
+  resumed, uninterrupted = read_rows(tmp_path), read_rows(workdir)
+  assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted]
+  for a, b in zip(resumed, uninterrupted):
+    for key in ("loss", "recon", "mi", "tc", "dim_kl", "kl"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f"{key} at step {a['step']}")
+
+
+def test_finished_run_is_not_retrained(trained):
+  workdir, config, _ = trained
+  before = read_rows(workdir)
+  state = train_lib.train_and_evaluate(config, str(workdir))
+  assert int(state.step) == 12 and read_rows(workdir) == before
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  real_step = train_lib.train_step
+
+  def poisoned_step(state, batch, key):
+    new_state, metrics = real_step(state, batch, key)
+    bad = state.step >= 7                       # the 8th update goes non-finite
+    metrics["loss"] = jnp.where(bad, jnp.nan, metrics["loss"])
+    metrics["finite"] = jnp.where(bad, 0.0, metrics["finite"])
+    return new_state, metrics
+
+  monkeypatch.setattr(train_lib, "train_step", poisoned_step)
+  with pytest.raises(train_lib.NonFiniteLossError, match="at step 8 .*last good checkpoint is step 6"):
+    train_lib.train_and_evaluate(small_config(), str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [6]
+  assert [r["step"] for r in read_rows(tmp_path)] == [2, 4, 6]
+
+
+def test_real_divergence_is_caught(tmp_path):
+  """A learning rate of 1e30 sends the parameters to inf within a few steps."""
+  with pytest.raises(train_lib.NonFiniteLossError, match="Non-finite loss or gradients at step"):
+    train_lib.train_and_evaluate(small_config(learning_rate=1e30), str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists() or checkpoint_steps(tmp_path) in ([], [6])
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_restart(trained, tmp_path):
+  workdir, _, _ = trained
+  import shutil
+  shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
+  for f in (tmp_path / "checkpoints" / "12").rglob("*"):
+    if f.is_file() and f.stat().st_size > 1000:
+      f.write_bytes(b"\0" * 100)
+  with pytest.raises(checkpointing.CheckpointError, match="Cannot restore checkpoint"):
+    train_lib.train_and_evaluate(small_config(num_train_steps=20), str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [6, 12]   # nothing overwritten
+
+
+def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
+  workdir, _, _ = trained
+  import shutil
+  shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
+  with pytest.raises(checkpointing.CheckpointError):
+    train_lib.train_and_evaluate(small_config(**{"model.latent_dim": 5, "num_train_steps": 20}),
+                                 str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [6, 12]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"objective.beta": -1.0}, "objective.beta must be >= 0"),
+    ({"model.arch": "resnet"}, "model.arch must be one of"),
+    ({"objective.estimator": "iwae"}, "objective.estimator must be one of"),
+    ({"objective.name": "factorvae"}, "objective.name must be one of"),
+    ({"batch_size": 1}, "batch_size must be >= 2 for the 'mss' estimator"),
+    ({"model.output_activation": "tanh"}, "Bernoulli likelihood needs logits"),
+    ({"dataset.name": "mnist"}, "Unknown dataset 'mnist'"),
+    ({"batch_size": 8192}, "fewer than batch_size"),
+])
+def test_bad_config_fails_before_training(tmp_path, overrides, match):
+  workdir = tmp_path / "w"
+  with pytest.raises(ValueError, match=match):
+    train_lib.train_and_evaluate(small_config(**overrides), str(workdir))
+  assert not workdir.exists()
+
+
+def test_unknown_config_key(tmp_path):
+  config = small_config()
+  config.unlock()
+  config.objective.betta = 4.0
+  with pytest.raises(ValueError, match=r"Unknown config key\(s\): objective.betta"):
+    train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_train_py_overrides_and_rejects_unknown_flags(tmp_path):
+  cmd = [sys.executable, "train.py", "--config", "configs/default.py",
+         "--workdir", str(tmp_path / "w"), "--config.objective.bogus=1"]
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "bogus" in result.stderr
+  assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------- devices and processes
+
+_RUNNER = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    import jax
+    from betatc_jax import train_lib
+    from train_test import small_config
+    overrides = json.loads(sys.argv[2])
+    train_lib.train_and_evaluate(small_config(num_train_steps=6, **overrides), sys.argv[1])
+    print("DEVICES", jax.device_count())
+""")
+
+
+def _run(workdir, overrides, env_extra, timeout=600):
+  env = {**os.environ, **env_extra}
+  code = _RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"))
+  return subprocess.Popen([sys.executable, "-c", code, str(workdir), json.dumps(overrides)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _assert_same_losses(a, b, rtol):
+  ra, rb = read_rows(a), read_rows(b)
+  assert [r["step"] for r in ra] == [r["step"] for r in rb] == [2, 4, 6]
+  for x, y in zip(ra, rb):
+    for key in ("loss", "recon", "mi", "tc", "dim_kl"):
+      np.testing.assert_allclose(x[key], y[key], rtol=rtol, atol=1e-4, err_msg=key)
+
+
+def test_four_devices_equal_one(tmp_path):
+  one = _run(tmp_path / "one", {}, {})
+  four = _run(tmp_path / "four", {}, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  outs = [p.communicate(timeout=600) for p in (one, four)]
+  assert one.returncode == 0 and four.returncode == 0, [o[1][-6000:] for o in outs]
+  assert "DEVICES 1" in outs[0][0] and "DEVICES 4" in outs[1][0]
+  _assert_same_losses(tmp_path / "one", tmp_path / "four", rtol=1e-4)
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+  proc = _run(tmp_path / "w", {"batch_size": 30},
+              {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode != 0 and "not divisible by the number of devices (4)" in err
+
+
+def test_two_processes_equal_one(tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  procs = [_run(tmp_path / "two", {"distributed.coordinator_address": f"127.0.0.1:{port}",
+                                   "distributed.num_processes": 2, "distributed.process_id": i},
+                {"XLA_FLAGS": ""}) for i in range(2)]
+  one = _run(tmp_path / "one", {}, {})
+  outs = [p.communicate(timeout=600) for p in procs + [one]]
+  assert all(p.returncode == 0 for p in procs + [one]), [o[1][-6000:] for o in outs]
+  assert "DEVICES 2" in outs[0][0]
+  _assert_same_losses(tmp_path / "one", tmp_path / "two", rtol=1e-4)
