@@ -102,43 +102,77 @@ def log_importance_weights(batch_size: int, dataset_size: int) -> jax.Array:
     log w: [B, B] float32.
   """
   _check_sizes(batch_size, dataset_size, "mss")
-  return jnp.asarray(np.log(_mss_weights(batch_size, dataset_size)), jnp.float32)
+  return _log_weight_rows(jnp.arange(batch_size), batch_size, dataset_size, "mss")
 
 
-def _mss_weights(batch_size: int, dataset_size: int) -> np.ndarray:
+def _log_weight_rows(rows: jax.Array, batch_size: int, dataset_size: int,
+                     estimator: str) -> jax.Array:
+  """Rows ``rows`` of the [B, B] log weights, built from indices: [R, B].
+
+  The constants are computed once on the host (float64 log for MSS and MWS;
+  float32 values and log, as torch computes them, for the reference), so any
+  block of rows equals the same rows of the full matrix exactly.
+  """
   b, n = batch_size, float(dataset_size)
   m = b - 1
-  w = np.full((b, b), 1.0 / m, np.float64)
-  rows = np.arange(b)
-  w[rows, (rows + 1) % b] = (n - m) / (n * m)
-  w[rows, rows] = 1.0 / n
-  return w
-
-
-def _reference_log_weights(batch_size: int, dataset_size: int) -> jax.Array:
-  """The seed's column-layout weights, in float32 as torch computes them."""
-  b, n = batch_size, float(dataset_size)
-  strat = (n - b + 1) / (n * (b - 1))
-  w = np.full((b, b), 1.0 / (b - 1), np.float32)
-  flat = w.reshape(-1)
-  flat[::b] = 1.0 / n
-  flat[1::b] = strat
-  w[b - 2, 0] = strat
-  return jnp.log(jnp.asarray(w, jnp.float32))
+  cols = jnp.arange(b)[None, :]
+  r = rows[:, None]
+  if estimator == "mws":
+    return jnp.full((len(rows), b), -math.log(n * b), jnp.float32)
+  if estimator == "mss":
+    own, strat, other = (np.float32(np.log(v)) for v in (1.0 / n, (n - m) / (n * m), 1.0 / m))
+    return jnp.where(cols == r, own, jnp.where(cols == (r + 1) % b, strat, other))
+  # "reference": the seed's strides: 1/N down column 0, strat down column 1,
+  # and w[B-2, 0] = strat; 1/M elsewhere (the diagonal included).
+  own, strat, other = (np.log(np.float32(v)) for v in
+                       (1.0 / n, (n - b + 1) / (n * (b - 1)), 1.0 / (b - 1)))
+  w = jnp.where(cols == 0, own, jnp.where(cols == 1, strat, other))
+  return jnp.where((r == b - 2) & (cols == 0), strat, w)
 
 
 def _log_q_zx_matrix(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
   """L[i, j, d] = log q(z_id | x_j), as vmaps of ``gaussian_log_density``.
 
   Args:
-    z: [B, D]; mu: [B, D]; logvar: [B, D].
+    z: [R, D] (rows i); mu: [B, D]; logvar: [B, D].
 
   Returns:
-    [B, B, D].
+    [R, B, D].
   """
   over_j = jax.vmap(gaussian_log_density, in_axes=(None, 0, 0))
   over_i = jax.vmap(over_j, in_axes=(0, None, None))
   return over_i(z, mu, logvar)
+
+
+def _aggregate_rows(rows: jax.Array, z_rows: jax.Array, mu: jax.Array, logvar: jax.Array,
+                    dataset_size: int, estimator: str) -> tuple[jax.Array, jax.Array]:
+  """log q(z_i) and log ∏_d q(z_id) for the samples ``rows``: ([R], [R])."""
+  log_q_zx_matrix = _log_q_zx_matrix(z_rows, mu, logvar)                # [R, B, D]
+  log_w = _log_weight_rows(rows, mu.shape[0], dataset_size, estimator)   # [R, B]
+  if estimator == "reference":  # log w is added to every dimension before the sum
+    log_q_z = jax.nn.logsumexp((log_q_zx_matrix + log_w[:, :, None]).sum(-1), axis=1)
+  else:
+    log_q_z = jax.nn.logsumexp(log_q_zx_matrix.sum(-1) + log_w, axis=1)
+  log_prod_q_zj = jax.nn.logsumexp(log_q_zx_matrix + log_w[:, :, None], axis=1).sum(-1)
+  return log_q_z, log_prod_q_zj
+
+
+# Above this many bytes of the [B, B, D] matrix, "auto" switches to blocks.
+AUTO_BLOCK_BYTES = 256 * 2**20
+_BLOCK_TARGET_BYTES = 32 * 2**20
+
+
+def _block_rows(block_size: int | str | None, batch_size: int, latent_dim: int) -> int | None:
+  """Rows per block, or None for the one-shot [B, B, D] path."""
+  if block_size is None:
+    return None
+  if block_size == "auto":
+    if batch_size * batch_size * latent_dim * 4 <= AUTO_BLOCK_BYTES:
+      return None
+    return max(1, _BLOCK_TARGET_BYTES // (batch_size * latent_dim * 4))
+  if not isinstance(block_size, int) or block_size < 1:
+    raise ValueError(f"block_size must be None, 'auto' or a positive int, got {block_size!r}.")
+  return None if block_size >= batch_size else block_size
 
 
 def kl_decomposition(
@@ -147,10 +181,19 @@ def kl_decomposition(
     logvar: jax.Array,
     dataset_size: int,
     estimator: Estimator = "mss",
+    block_size: int | str | None = "auto",
 ) -> dict[str, jax.Array]:
   """Minibatch estimate of the decomposition mi + tc + dim_kl.
 
   The formulas are in the module docstring.
+
+  Memory: the one-shot path holds the [B, B, D] matrix (10.7 GB at B=16,384,
+  D=10, float32). With ``block_size`` rows per block, the rows are mapped
+  over in blocks under ``jax.checkpoint``, so the forward and the backward
+  pass hold one [block, B, D] block at a time; the weights are built per
+  block from indices, so no [B, B] array exists either. The results are the
+  same to float rounding. ``"auto"`` (default) uses blocks of ~32 MB once
+  the matrix would exceed 256 MB.
 
   Args:
     z: [B, D] samples, z_i ~ q(z|x_i).
@@ -159,6 +202,7 @@ def kl_decomposition(
     dataset_size: N, the number of points the batch is drawn from (a Python
       int; it enters the weights, and with it the constant log N).
     estimator: ``"mss"`` (default), ``"mws"`` or ``"reference"``.
+    block_size: None (one shot), ``"auto"``, or rows per block.
 
   Returns:
     A dict with per-sample ``log_q_zx``, ``log_q_z``, ``log_prod_q_zj`` and
@@ -167,35 +211,37 @@ def kl_decomposition(
 
   Raises:
     ValueError: at trace time, for an unknown estimator, B < 2 with ``"mss"``
-      or ``"reference"``, dataset_size < B, or mismatched shapes.
+      or ``"reference"``, dataset_size < B, mismatched shapes or a bad
+      block_size.
   """
   if z.ndim != 2 or mu.shape != z.shape or logvar.shape != z.shape:
     raise ValueError(
         "z, mu and logvar must all be [B, D] with the same shape; got "
         f"z {tuple(z.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}.")
-  batch_size = z.shape[0]
+  batch_size, latent_dim = z.shape
   _check_sizes(batch_size, dataset_size, estimator)
   chex.assert_type([z, mu, logvar], float)
 
-  log_q_zx_matrix = _log_q_zx_matrix(z, mu, logvar)                # [B, B, D]
-  log_q_zx = jnp.diagonal(log_q_zx_matrix, axis1=0, axis2=1).sum(0)  # [B]
+  log_q_zx = gaussian_log_density(z, mu, logvar).sum(-1)             # [B]
   log_p_z = gaussian_log_density(z, 0.0, 0.0).sum(-1)                # [B]
-
-  joint = log_q_zx_matrix.sum(-1)                                    # [B, B]
-  if estimator == "mws":
-    log_w = -math.log(dataset_size * batch_size)
-    log_q_z = jax.nn.logsumexp(joint, axis=1) + log_w
-    log_prod_q_zj = (jax.nn.logsumexp(log_q_zx_matrix, axis=1) + log_w).sum(-1)
+  rows = jnp.arange(batch_size)
+  block = _block_rows(block_size, batch_size, latent_dim)
+  if block is None:
+    log_q_z, log_prod_q_zj = _aggregate_rows(rows, z, mu, logvar, dataset_size, estimator)
   else:
-    if estimator == "mss":
-      log_w = log_importance_weights(batch_size, dataset_size)
-      log_q_z = jax.nn.logsumexp(joint + log_w, axis=1)
-    else:  # "reference": log w is added to every dimension before the sum.
-      log_w = _reference_log_weights(batch_size, dataset_size)
-      log_q_z = jax.nn.logsumexp(
-          (log_q_zx_matrix + log_w[:, :, None]).sum(-1), axis=1)
-    log_prod_q_zj = jax.nn.logsumexp(
-        log_q_zx_matrix + log_w[:, :, None], axis=1).sum(-1)
+    num_blocks = -(-batch_size // block)
+    padded = num_blocks * block
+    rows_p = jnp.concatenate([rows, jnp.zeros(padded - batch_size, rows.dtype)])
+    z_p = jnp.concatenate([z, jnp.zeros((padded - batch_size, latent_dim), z.dtype)])
+
+    @jax.checkpoint
+    def one_block(args):
+      return _aggregate_rows(*args, mu, logvar, dataset_size, estimator)
+
+    log_q_z, log_prod_q_zj = jax.lax.map(
+        one_block, (rows_p.reshape(num_blocks, block), z_p.reshape(num_blocks, block, latent_dim)))
+    log_q_z = log_q_z.reshape(-1)[:batch_size]
+    log_prod_q_zj = log_prod_q_zj.reshape(-1)[:batch_size]
 
   return {
       "log_q_zx": log_q_zx,
