@@ -75,6 +75,7 @@ def dci(codes: np.ndarray, factors: np.ndarray, *, rng: np.random.Generator,
                                     random_state=int(rng.integers(2**31)))
     forest.fit(codes[train], factors[train, k])
     importance[:, k] = forest.feature_importances_
+    forest.n_jobs = 1  # threaded predict sums tree outputs in any order: ties would flip
     accuracy[k] = forest.score(codes[test], factors[test, k])
   disentanglement, completeness = dci_from_importance(importance)
   return {"dci_disentanglement": disentanglement, "dci_completeness": completeness,
