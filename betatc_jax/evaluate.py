@@ -25,7 +25,7 @@ from betatc_jax.data.ground_truth import GroundTruthDataset
 from betatc_jax.metrics.dci import dci
 from betatc_jax.metrics.factorvae import factorvae_score
 
-ACTIVE_KL = 0.01   # nats: latents with a smaller mean KL(q(z_j|x) ‖ p(z_j)) count as collapsed
+ACTIVE_KL = 0.1    # nats: latents with a smaller mean KL(q(z_j|x) ‖ p(z_j)) count as collapsed
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
