@@ -31,8 +31,8 @@ OBJECTIVES = ("betatc", "beta_vae")
 # ------------------------------------------------------------------ config
 
 def _schema() -> ml_collections.ConfigDict:
-  from configs import default  # the default config defines every key
-  return default.get_config()
+  from betatc_jax import default_config  # the default config defines every key
+  return default_config.get_config()
 
 
 def _unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -15,50 +15,6 @@ The dataset keeps every other position (subsample (1, 1, 1, 2, 2): 184,320
 images of the 737,280), so the default loads fast and fits any laptop.
 """
 
-import ml_collections
+from betatc_jax.default_config import get_config
 
-
-def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.batch_size = 256
-  config.learning_rate = 1e-3
-  config.num_train_steps = 1_200
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 400
-  config.keep_checkpoints = 3
-  config.progress_bar = True
-
-  config.model = ml_collections.ConfigDict()
-  config.model.arch = "mlp"            # mlp | conv | seed_conv
-  config.model.latent_dim = 10
-  config.model.output_activation = "none"  # none (logits) | tanh (the seed)
-
-  config.objective = ml_collections.ConfigDict()
-  config.objective.name = "betatc"     # betatc | beta_vae
-  config.objective.alpha = 1.0
-  config.objective.beta = 6.0
-  config.objective.gamma = 1.0
-  config.objective.estimator = "mss"   # mss | mws | reference
-  config.objective.likelihood = "bernoulli"  # bernoulli | gaussian
-  config.objective.anneal_steps = 0    # 0: no warm-up of dim_kl
-
-  config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "dsprites"     # dsprites | tfds:dsprites | tfds:shapes3d
-  config.dataset.path = ""             # DeepMind's .npz (dsprites only); "" = procedural
-  config.dataset.subsample = (1, 1, 1, 2, 2)  # procedural: a step per factor
-  config.dataset.data_dir = ""         # tfds data dir; "" = tfds' default
-  config.dataset.split = "train"       # tfds split
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.num_images = 8           # images in the reconstruction/traversal PNGs
-  config.eval.traversal_range = 2.0    # traversals sweep z_j over [-r, r]
-  config.eval.traversal_steps = 9
-  config.eval.at_end = True            # run betatc_jax.evaluate after training
-  config.eval.num_samples = 10_000     # S of the paper's MIG / ELBO-decomposition estimators
-
-  config.distributed = ml_collections.ConfigDict()
-  config.distributed.coordinator_address = ""  # "" = single process (or $JAX_COORDINATOR_ADDRESS)
-  config.distributed.num_processes = 1
-  config.distributed.process_id = 0
-  return config
+__all__ = ["get_config"]
