@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.arch = "mlp"            # mlp | conv | seed_conv
   config.model.latent_dim = 10
   config.model.output_activation = "none"  # none (logits) | tanh (the seed)
+  config.model.conv_impl = "auto"      # auto (matmul on CPU, lax elsewhere) | lax | matmul
 
   config.objective = ml_collections.ConfigDict()
   config.objective.name = "betatc"     # betatc | beta_vae

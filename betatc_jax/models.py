@@ -16,26 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d
+
 Arch = Literal["seed_conv", "mlp", "conv"]
 ARCHS: tuple[str, ...] = ("seed_conv", "mlp", "conv")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("none", "tanh")
-
-
-def torch_conv_transpose(features: int, kernel: int, stride: int, padding: int,
-                         output_padding: int = 0, name: str | None = None) -> nn.ConvTranspose:
-  """A flax ConvTranspose that computes PyTorch's ``ConvTranspose2d``.
-
-  PyTorch's transposed conv is the gradient of a conv: a conv of the
-  stride-dilated input, padded by (k−1−p, k−1−p+output_padding), with the
-  spatially flipped kernel. ``transpose_kernel=True`` flips it; the kernel
-  is stored [kh, kw, out, in]. (flax's ``padding="SAME"`` is a different
-  operator: it differs from PyTorch by up to 2.3 on the seed's layers.)
-  """
-  lo = kernel - 1 - padding
-  hi = lo + output_padding
-  return nn.ConvTranspose(
-      features, (kernel, kernel), strides=(stride, stride),
-      padding=((lo, hi), (lo, hi)), transpose_kernel=True, name=name)
 
 
 class SeedConvEncoder(nn.Module):
@@ -46,11 +31,12 @@ class SeedConvEncoder(nn.Module):
   """
   latent_dim: int
   hidden_dims: Sequence[int] = (32, 32, 32, 32)
+  conv_impl: ConvImpl = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     for i, h in enumerate(self.hidden_dims):
-      x = nn.Conv(h, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), name=f"conv_{i}")(x)
+      x = Conv2d(h, 4, 2, 1, impl=self.conv_impl, name=f"conv_{i}")(x)
       x = nn.leaky_relu(x, 0.01)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(256, name="fc")(x)
@@ -66,6 +52,7 @@ class SeedConvDecoder(nn.Module):
   """
   out_channels: int
   hidden_dims: Sequence[int] = (32, 32, 32, 32)
+  conv_impl: ConvImpl = "auto"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -73,11 +60,11 @@ class SeedConvDecoder(nn.Module):
     x = nn.Dense(dims[0] * 16, name="decoder_input")(z)
     x = x.reshape(z.shape[0], 4, 4, dims[0])
     for i in range(len(dims) - 1):
-      x = torch_conv_transpose(dims[i + 1], 3, 2, 1, 1, name=f"deconv_{i}")(x)
+      x = ConvTranspose2d(dims[i + 1], 3, 2, 1, 1, impl=self.conv_impl, name=f"deconv_{i}")(x)
       x = nn.leaky_relu(x, 0.01)
-    x = torch_conv_transpose(dims[-1], 3, 2, 1, 1, name="final_deconv")(x)
+    x = ConvTranspose2d(dims[-1], 3, 2, 1, 1, impl=self.conv_impl, name="final_deconv")(x)
     x = nn.leaky_relu(x, 0.01)
-    return nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), name="final_conv")(x)
+    return Conv2d(self.out_channels, 3, 1, 1, impl=self.conv_impl, name="final_conv")(x)
 
 
 class MLPEncoder(nn.Module):
@@ -115,14 +102,15 @@ class ConvEncoder(nn.Module):
   valid) to 1×1, ReLU, Conv(2D, k1).
   """
   latent_dim: int
+  conv_impl: ConvImpl = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     for i, h in enumerate((32, 32, 64, 64)):
-      x = nn.relu(nn.Conv(h, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                          name=f"conv_{i}")(x))
-    x = nn.relu(nn.Conv(512, (4, 4), padding="VALID", name="conv_4")(x))
-    out = nn.Conv(2 * self.latent_dim, (1, 1), name="conv_out")(x).reshape(x.shape[0], -1)
+      x = nn.relu(Conv2d(h, 4, 2, 1, impl=self.conv_impl, name=f"conv_{i}")(x))
+    x = nn.relu(Conv2d(512, 4, impl=self.conv_impl, name="conv_4")(x))
+    out = Conv2d(2 * self.latent_dim, 1, impl=self.conv_impl, name="conv_out")(x).reshape(
+        x.shape[0], -1)
     return out[:, :self.latent_dim], out[:, self.latent_dim:]
 
 
@@ -134,14 +122,15 @@ class ConvDecoder(nn.Module):
   between layers.
   """
   out_channels: int
+  conv_impl: ConvImpl = "auto"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     x = nn.relu(nn.Dense(512, name="fc_in")(z)).reshape(z.shape[0], 1, 1, 512)
-    x = nn.relu(torch_conv_transpose(64, 4, 1, 0, name="deconv_0")(x))
+    x = nn.relu(ConvTranspose2d(64, 4, 1, 0, impl=self.conv_impl, name="deconv_0")(x))
     for i, h in enumerate((64, 32, 32)):
-      x = nn.relu(torch_conv_transpose(h, 4, 2, 1, name=f"deconv_{i + 1}")(x))
-    return torch_conv_transpose(self.out_channels, 4, 2, 1, name="deconv_out")(x)
+      x = nn.relu(ConvTranspose2d(h, 4, 2, 1, impl=self.conv_impl, name=f"deconv_{i + 1}")(x))
+    return ConvTranspose2d(self.out_channels, 4, 2, 1, impl=self.conv_impl, name="deconv_out")(x)
 
 
 def reparameterize(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -159,26 +148,30 @@ class VAE(nn.Module):
     output_activation: ``"none"`` (the decoder returns logits, for a
       Bernoulli likelihood) or ``"tanh"`` (the seed's Gaussian mean).
     hidden_dims: the seed_conv channel widths.
+    conv_impl: ``"auto"`` (the matmul reformulation on CPU, lax convs
+      elsewhere), ``"lax"`` or ``"matmul"``; see ``betatc_jax.layers``. The
+      parameters are the same for all three.
   """
   arch: Arch = "mlp"
   latent_dim: int = 10
   image_shape: tuple[int, int, int] = (64, 64, 1)
   output_activation: str = "none"
   hidden_dims: tuple[int, ...] = (32, 32, 32, 32)
+  conv_impl: ConvImpl = "auto"
 
   def setup(self):
     validate_model_settings(self.arch, self.latent_dim, self.image_shape,
-                            self.output_activation)
+                            self.output_activation, self.conv_impl)
     channels = self.image_shape[-1]
     if self.arch == "seed_conv":
-      self.encoder = SeedConvEncoder(self.latent_dim, self.hidden_dims)
-      self.decoder = SeedConvDecoder(channels, self.hidden_dims)
+      self.encoder = SeedConvEncoder(self.latent_dim, self.hidden_dims, self.conv_impl)
+      self.decoder = SeedConvDecoder(channels, self.hidden_dims, self.conv_impl)
     elif self.arch == "mlp":
       self.encoder = MLPEncoder(self.latent_dim)
       self.decoder = MLPDecoder(tuple(self.image_shape))
     else:
-      self.encoder = ConvEncoder(self.latent_dim)
-      self.decoder = ConvDecoder(channels)
+      self.encoder = ConvEncoder(self.latent_dim, self.conv_impl)
+      self.decoder = ConvDecoder(channels, self.conv_impl)
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """x: [B, H, W, C] float -> (mu, logvar), each [B, D]."""
@@ -213,7 +206,7 @@ class VAE(nn.Module):
 
 
 def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[int],
-                            output_activation: str) -> None:
+                            output_activation: str, conv_impl: str = "auto") -> None:
   """Raises ValueError for settings no model can be built from."""
   if arch not in ARCHS:
     raise ValueError(f"Unknown model arch {arch!r}; expected one of {ARCHS}.")
@@ -226,6 +219,8 @@ def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[in
   if output_activation not in OUTPUT_ACTIVATIONS:
     raise ValueError(f"Unknown output_activation {output_activation!r}; "
                      f"expected one of {OUTPUT_ACTIVATIONS}.")
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"Unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}.")
 
 
 def mean_image(decoder_out: jax.Array, likelihood: str) -> jax.Array:

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from betatc_jax import checkpointing, estimators, losses, models, sharding
+from betatc_jax import checkpointing, estimators, layers, losses, models, sharding
 from betatc_jax.data import load_dataset, pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
@@ -80,6 +80,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       (model.latent_dim >= 1, f"model.latent_dim must be >= 1, got {model.latent_dim}"),
       (model.output_activation in models.OUTPUT_ACTIVATIONS,
        f"model.output_activation must be one of {models.OUTPUT_ACTIVATIONS}"),
+      (model.conv_impl in layers.CONV_IMPLS,
+       f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {model.conv_impl!r}"),
       (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
       (config.batch_size >= 2 or obj.estimator == "mws",
        f"batch_size must be >= 2 for the {obj.estimator!r} estimator, got {config.batch_size}"),
@@ -119,7 +121,8 @@ class TrainState(train_state.TrainState):
 def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> models.VAE:
   return models.VAE(arch=config.model.arch, latent_dim=config.model.latent_dim,
                     image_shape=tuple(image_shape),
-                    output_activation=config.model.output_activation)
+                    output_activation=config.model.output_activation,
+                    conv_impl=config.model.conv_impl)
 
 
 def _betatc(x, decoder_out, mu, logvar, z, step, *, obj, dataset_size):

@@ -1,12 +1,14 @@
-"""Models: shapes, the VAE surface, input validation, the torch ConvTranspose."""
+"""Models: shapes, the VAE surface, input validation, PyTorch-semantics convs
+(both implementations)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
-from betatc_jax import models
+from betatc_jax import layers, models
 
 
 @pytest.mark.parametrize("arch,shape", [("seed_conv", (64, 64, 3)), ("mlp", (64, 64, 1)),
@@ -56,6 +58,7 @@ def test_wrong_image_shape_rejected(bad_shape):
     (dict(arch="conv", image_shape=(32, 32, 1)), "needs 64x64"),
     (dict(latent_dim=0), "latent_dim"),
     (dict(output_activation="relu"), "output_activation"),
+    (dict(arch="seed_conv", conv_impl="fft"), "conv_impl"),
 ])
 def test_bad_model_settings_rejected(kwargs, match):
   model = models.VAE(**{"image_shape": (64, 64, 1), **kwargs})
@@ -64,16 +67,62 @@ def test_bad_model_settings_rejected(kwargs, match):
     model.init(jax.random.key(0), jnp.zeros((1,) + tuple(shape)), jax.random.key(1))
 
 
-@pytest.mark.parametrize("k,s,p,op,size", [(3, 2, 1, 1, 4), (4, 2, 1, 0, 8), (4, 1, 0, 0, 1)])
-def test_torch_conv_transpose_matches_pytorch(k, s, p, op, size):
+@pytest.mark.parametrize("impl", ["lax", "matmul"])
+@pytest.mark.parametrize("k,s,p,op,size", [(3, 2, 1, 1, 4), (4, 2, 1, 0, 8), (4, 1, 0, 0, 1),
+                                           (5, 3, 2, 2, 3), (4, 3, 1, 0, 5)])
+def test_conv_transpose_matches_pytorch(k, s, p, op, size, impl):
+  """Both implementations, incl. a stride-3 phase split and (4, 3, 1, 0: output
+  size 14, not a multiple of 3) the matmul path's fallback to lax."""
   torch.manual_seed(0)
   layer = torch.nn.ConvTranspose2d(5, 7, k, stride=s, padding=p, output_padding=op)
   x = np.random.default_rng(0).normal(size=(2, 5, size, size)).astype(np.float32)
   with torch.no_grad():
     want = layer(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
-  flax_layer = models.torch_conv_transpose(7, k, s, p, op)
+  flax_layer = layers.ConvTranspose2d(7, k, s, p, op, impl=impl)
   params = {"kernel": layer.weight.detach().numpy().transpose(2, 3, 1, 0),
             "bias": layer.bias.detach().numpy()}
   got = flax_layer.apply({"params": params}, x.transpose(0, 2, 3, 1))
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["lax", "matmul"])
+@pytest.mark.parametrize("k,s,p,size", [(4, 2, 1, 16), (3, 1, 1, 9), (4, 1, 0, 4), (1, 1, 0, 3),
+                                        (5, 3, 2, 11), (3, 2, 0, 9)])
+def test_conv_matches_pytorch(k, s, p, size, impl):
+  torch.manual_seed(0)
+  layer = torch.nn.Conv2d(5, 7, k, stride=s, padding=p)
+  x = np.random.default_rng(0).normal(size=(2, 5, size, size)).astype(np.float32)
+  with torch.no_grad():
+    want = layer(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+  params = {"kernel": layer.weight.detach().numpy().transpose(2, 3, 1, 0),
+            "bias": layer.bias.detach().numpy()}
+  got = layers.Conv2d(7, k, s, p, impl=impl).apply({"params": params}, x.transpose(0, 2, 3, 1))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["seed_conv", "conv"])
+def test_conv_impls_share_params_values_and_gradients(arch):
+  """The matmul path is an exact reformulation: the same initial params as
+  flax's nn.Conv/nn.ConvTranspose layout, the same outputs and gradients."""
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 1))
+  key = jax.random.key(1)
+  models_by_impl = {impl: models.VAE(arch=arch, conv_impl=impl) for impl in ("lax", "matmul")}
+  params = {impl: m.init(jax.random.key(2), x, key)["params"] for impl, m in models_by_impl.items()}
+  chex.assert_trees_all_equal(params["lax"], params["matmul"])
+
+  def loss(p, impl):
+    out, mu, logvar, _ = models_by_impl[impl].apply({"params": p}, x, key)
+    return jnp.mean(out ** 2) + jnp.mean(mu ** 2 + logvar ** 2)
+
+  values = {impl: jax.value_and_grad(loss)(params["lax"], impl) for impl in ("lax", "matmul")}
+  np.testing.assert_allclose(values["matmul"][0], values["lax"][0], rtol=1e-5)
+  chex.assert_trees_all_close(values["matmul"][1], values["lax"][1], rtol=1e-3, atol=1e-6)
+
+
+def test_auto_conv_impl_is_matmul_on_cpu():
+  assert jax.default_backend() == "cpu"
+  assert layers.resolve_impl("auto") == "matmul"
+  with pytest.raises(ValueError, match="conv_impl"):
+    layers.resolve_impl("fft")

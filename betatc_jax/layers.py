@@ -1,0 +1,240 @@
+"""PyTorch-semantics convolutions with a fast CPU path.
+
+``Conv2d`` and ``ConvTranspose2d`` compute PyTorch's ``Conv2d(k, s, p)`` and
+``ConvTranspose2d(k, s, p, output_padding)`` on NHWC arrays. Their
+parameters are exactly flax's ``nn.Conv`` / ``nn.ConvTranspose(...,
+transpose_kernel=True)`` ones (names, shapes, initial values), so checkpoints
+do not depend on which implementation ran. Two implementations:
+
+* ``"lax"``: ``lax.conv_general_dilated`` / ``lax.conv_transpose``. Best on
+  GPU/TPU.
+* ``"matmul"``: one matrix product into all kernel taps, then shifted adds.
+  Exact reformulations (the same sums in another order); XLA:CPU computes
+  their gradients as plain GEMMs, where its native strided and transposed
+  conv gradients are several times slower than PyTorch's.
+
+``"auto"`` picks ``"matmul"`` when the default backend is the CPU.
+
+The math. Write a 1-D index; 2-D applies it to each axis.
+
+Transposed conv: ``y[o] = Σ_{i, a: o = s·i − p + a} x[i] · W[a]``, output
+size ``O = (H − 1)·s − 2p + k + output_padding``. For the output phase
+``o = s·m + r`` the taps are ``a = s·δ + r + p`` with ``0 ≤ a < k`` and
+``i = m − δ``, so with ``P[i, a] = x[i] · W[a]`` (one matmul into k·C
+columns) ``y[s·m + r] = Σ_δ P[m − δ, s·δ + r + p]`` (zero outside), and the
+s phases are interleaved.
+
+Strided conv: ``y[o] = Σ_a x_pad[s·o + a] · W[a]`` with ``x_pad`` padded by
+p. Writing ``a = s·q + r`` and space-to-depth ``x_s[u, r] = x_pad[s·u + r]``:
+``y[o] = Σ_q P[o + q, q]`` with ``P[u, q] = Σ_r x_s[u, r] · W[s·q + r]``
+(one matmul into ⌈k/s⌉·C columns; taps past k are zero).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+ConvImpl = Literal["auto", "lax", "matmul"]
+CONV_IMPLS: tuple[str, ...] = ("auto", "lax", "matmul")
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_impl(impl: str) -> str:
+  """``"auto"`` -> ``"matmul"`` on CPU, ``"lax"`` elsewhere."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"Unknown conv_impl {impl!r}; expected one of {CONV_IMPLS}.")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "lax"
+  return impl
+
+
+def _padding(size: int, offsets: list[int], out: int) -> tuple[int, int]:
+  """Zeros to add before/after an axis of ``size`` so that every read at
+  ``o + d`` (o in [0, out), d in offsets) is in range."""
+  return max(0, -min(offsets)), max(0, out - 1 + max(offsets) - (size - 1))
+
+
+def _shifted_windows(x: jax.Array, offsets: list[tuple[int, int]],
+                     out_hw: tuple[int, int]) -> jax.Array:
+  """Input-side gather: ``out[b, i, j, t] = x[b, i + dy_t, j + dx_t]``, zero outside.
+
+  Args:
+    x: [B, H, W, C].
+    offsets: (dy, dx) per window t.
+    out_hw: (Ho, Wo).
+
+  Returns:
+    [B, Ho, Wo, T·C], windows concatenated in ``offsets`` order.
+  """
+  (lo_y, hi_y), (lo_x, hi_x) = (_padding(x.shape[1], [o[0] for o in offsets], out_hw[0]),
+                                _padding(x.shape[2], [o[1] for o in offsets], out_hw[1]))
+  x = jnp.pad(x, ((0, 0), (lo_y, hi_y), (lo_x, hi_x), (0, 0)))
+  return jnp.concatenate([x[:, lo_y + dy:lo_y + dy + out_hw[0], lo_x + dx:lo_x + dx + out_hw[1]]
+                          for dy, dx in offsets], axis=-1)
+
+
+def _shifted_tap_sum(p: jax.Array, taps: list[tuple[int, int, int, int]],
+                     out_hw: tuple[int, int]) -> jax.Array:
+  """Output-side sum: ``y[b, i, j] = Σ_(ty, tx, dy, dx) p[b, i + dy, j + dx, ty, tx]``,
+  zero outside.
+
+  Args:
+    p: [B, H, W, Ty, Tx, C] per-tap products.
+    taps: (ty, tx, dy, dx) tuples.
+    out_hw: (Ho, Wo).
+
+  Returns:
+    [B, Ho, Wo, C].
+  """
+  (lo_y, hi_y), (lo_x, hi_x) = (_padding(p.shape[1], [t[2] for t in taps], out_hw[0]),
+                                _padding(p.shape[2], [t[3] for t in taps], out_hw[1]))
+  # Taps leading, so that each term is one contiguous block.
+  p = jnp.pad(p.transpose(3, 4, 0, 1, 2, 5),
+              ((0, 0), (0, 0), (0, 0), (lo_y, hi_y), (lo_x, hi_x), (0, 0)))
+  out = None
+  for ty, tx, dy, dx in taps:
+    term = p[ty, tx, :, lo_y + dy:lo_y + dy + out_hw[0], lo_x + dx:lo_x + dx + out_hw[1]]
+    out = term if out is None else out + term
+  return out
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+           impl: ConvImpl = "auto") -> jax.Array:
+  """PyTorch's ``Conv2d`` (square kernel, symmetric padding), no bias.
+
+  Args:
+    x: [B, H, W, Cin].
+    kernel: [k, k, Cin, Cout] (flax ``nn.Conv`` layout).
+    stride: s.
+    padding: p, zeros on every side.
+    impl: ``"auto"``, ``"lax"`` or ``"matmul"`` (module docstring).
+
+  Returns:
+    [B, Ho, Wo, Cout], ``Ho = ⌊(H + 2p − k) / s⌋ + 1``.
+  """
+  if resolve_impl(impl) == "lax":
+    return lax.conv_general_dilated(x, kernel, (stride, stride), ((padding, padding),) * 2,
+                                    dimension_numbers=_DIMENSIONS)
+  b, h, w, cin = x.shape
+  k, cout = kernel.shape[0], kernel.shape[-1]
+  s = stride
+  oh, ow = (h + 2 * padding - k) // s + 1, (w + 2 * padding - k) // s + 1
+  q = math.ceil(k / s)                                   # taps per axis after space-to-depth
+  uh, uw = oh + q - 1, ow + q - 1                        # space-to-depth rows used
+  xp = jnp.pad(x, ((0, 0), (padding, max(0, s * uh - h - padding)),
+                   (padding, max(0, s * uw - w - padding)), (0, 0)))[:, :s * uh, :s * uw]
+  xs = xp.reshape(b, uh, s, uw, s, cin).transpose(0, 1, 3, 2, 4, 5).reshape(b, uh, uw, s * s * cin)
+  kp = jnp.pad(kernel, ((0, q * s - k), (0, q * s - k), (0, 0), (0, 0)))
+  kp = kp.reshape(q, s, q, s, cin, cout)                 # [qy, ry, qx, rx, Cin, Cout]
+  offsets = [(qy, qx) for qy in range(q) for qx in range(q)]
+  if oh * ow * s * s * cin <= uh * uw * cout:            # the smaller intermediate
+    patches = _shifted_windows(xs, offsets, (oh, ow))    # [B, Ho, Wo, (qy, qx, ry, rx, Cin)]
+    return patches @ kp.transpose(0, 2, 1, 3, 4, 5).reshape(q * q * s * s * cin, cout)
+  wmat = kp.transpose(1, 3, 4, 0, 2, 5).reshape(s * s * cin, q * q * cout)
+  p = (xs @ wmat).reshape(b, uh, uw, q, q, cout)
+  return _shifted_tap_sum(p, [(qy, qx, qy, qx) for qy, qx in offsets], (oh, ow))
+
+
+def conv_transpose2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                     output_padding: int = 0, impl: ConvImpl = "auto") -> jax.Array:
+  """PyTorch's ``ConvTranspose2d`` (square kernel), no bias.
+
+  Args:
+    x: [B, H, W, Cin].
+    kernel: [k, k, Cout, Cin] (flax ``nn.ConvTranspose(transpose_kernel=True)``
+      layout; PyTorch's [Cin, Cout, k, k] with axes moved, not flipped).
+    stride, padding, output_padding: as in PyTorch.
+    impl: ``"auto"``, ``"lax"`` or ``"matmul"`` (module docstring). The
+      matmul path needs the output size to be a multiple of the stride and
+      falls back to lax otherwise.
+
+  Returns:
+    [B, O, O', Cout], ``O = (H − 1)·s − 2p + k + output_padding``.
+  """
+  b, h, w, cin = x.shape
+  k, cout = kernel.shape[0], kernel.shape[2]
+  s, p = stride, padding
+  oh, ow = (h - 1) * s - 2 * p + k + output_padding, (w - 1) * s - 2 * p + k + output_padding
+  if resolve_impl(impl) == "lax" or oh % s or ow % s:
+    lo = k - 1 - p
+    return lax.conv_transpose(x, kernel, (s, s), ((lo, lo + output_padding),) * 2,
+                              dimension_numbers=_DIMENSIONS, transpose_kernel=True)
+  m, n = oh // s, ow // s
+  # Phase r reads x[m − δ] with tap a = s·δ + r + p, for every δ with 0 <= a < k.
+  deltas = [[d for d in range(-k, k + 1) if 0 <= s * d + r + p < k] for r in range(s)]
+  shifts = sorted({-d for r in range(s) for d in deltas[r]})
+  offsets = [(dy, dx) for dy in shifts for dx in shifts]
+  if len(offsets) * cin <= k * k * cout:                 # the smaller intermediate
+    # One matmul from the shifted windows of x straight into the s·s phases.
+    zeros = jnp.zeros((cin, cout), x.dtype)
+    blocks = [[[kernel[s * -dy + ry + p, s * -dx + rx + p].T
+                if -dy in deltas[ry] and -dx in deltas[rx] else zeros
+                for rx in range(s)] for ry in range(s)] for dy, dx in offsets]
+    # [T, ry, rx, Cin, Cout] -> [(T, Cin), (ry, rx, Cout)]
+    wmat = jnp.stack([jnp.stack([jnp.stack(row) for row in block]) for block in blocks])
+    wmat = wmat.transpose(0, 3, 1, 2, 4).reshape(len(offsets) * cin, s * s * cout)
+    y = _shifted_windows(x, offsets, (m, n)) @ wmat      # [B, M, N, (ry, rx, Cout)]
+    y = y.reshape(b, m, n, s, s, cout).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, oh, ow, cout)
+  # One matmul into all k·k taps, then shifted sums per phase.
+  taps_all = (x @ kernel.transpose(3, 0, 1, 2).reshape(cin, k * k * cout)).reshape(
+      b, h, w, k, k, cout)
+  phases = []
+  for ry in range(s):
+    row = []
+    for rx in range(s):
+      taps = [(s * dy + ry + p, s * dx + rx + p, -dy, -dx) for dy in deltas[ry] for dx in deltas[rx]]
+      row.append(_shifted_tap_sum(taps_all, taps, (m, n)) if taps else
+                 jnp.zeros((b, m, n, cout), x.dtype))
+    phases.append(jnp.stack(row, axis=3))                # [B, M, N, s(rx), C]
+  return jnp.stack(phases, axis=2).reshape(b, oh, ow, cout)  # [B, M, s(ry), N, s(rx), C]
+
+
+class Conv2d(nn.Module):
+  """PyTorch's ``Conv2d(k, stride, padding)`` with flax ``nn.Conv``'s params.
+
+  x: [B, H, W, Cin] -> [B, Ho, Wo, features].
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  impl: ConvImpl = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.kernel_size, self.kernel_size, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return conv2d(x, kernel, self.stride, self.padding, self.impl) + bias
+
+
+class ConvTranspose2d(nn.Module):
+  """PyTorch's ``ConvTranspose2d(k, stride, padding, output_padding)`` with the
+  params of flax ``nn.ConvTranspose(..., transpose_kernel=True)``.
+
+  (flax's own ``padding="SAME"`` is a different operator: it differs from
+  PyTorch by up to 2.3 on the seed's layers.)
+
+  x: [B, H, W, Cin] -> [B, O, O', features].
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  output_padding: int = 0
+  impl: ConvImpl = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.kernel_size, self.kernel_size, self.features, x.shape[-1]))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return conv_transpose2d(x, kernel, self.stride, self.padding, self.output_padding,
+                            self.impl) + bias

@@ -1,0 +1,302 @@
+"""β-VAE vs β-TCVAE: MIG against β on procedural dSprites (the paper's Fig. 4).
+
+  python scripts/sweep.py --steps 500 --eval_steps 250 --root workdirs/sweep --out results
+
+Trains every (seed, β, method) of the grid with the paper's MLP and a
+Bernoulli likelihood, evaluates each run at every step in ``--eval_steps`` and
+at ``--steps`` (MIG with the paper's estimator, shape excluded and included,
+and the ELBO decomposition), then writes into ``--out``:
+
+  results.csv          one row per run at ``--steps``: method, beta, seed,
+                       steps, mig, mig_with_shape, tc, mi, dim_kl, log_px, ...
+  curves.csv           the same columns at every evaluated step of every run
+  mig_vs_beta.png      MIG and TC against β per method, mean and spread over seeds
+  mig_vs_steps.png     MIG against steps, one line per (method, β), seeds averaged
+  latent_vs_factor_best.png  the figure of the β-TCVAE run with the highest MIG
+  sweep.json           the command, commit, hardware and time spent
+
+Resumable: each run is a workdir ``ROOT/<method>_beta<β>_seed<s>`` with
+checkpoints, and each evaluation is ``evals/step_<N>.json`` in it. A rerun
+skips what is done and continues what is not, so the same sweep can grow over
+several sittings (a larger ``--steps`` continues every run from its last
+checkpoint). ``--report_only`` just rewrites the outputs from what exists.
+
+Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
+  python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
+      --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out results_paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHODS = {"beta_vae": "beta_vae", "betatc_vae": "betatc"}   # results name -> objective.name
+CSV_COLUMNS = ("method", "beta", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
+               "dim_kl", "log_px", "kl", "active_latents", "train_seconds")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+  def floats(s):
+    return [float(v) for v in s.split(",") if v]
+
+  def ints(s):
+    return [int(v) for v in s.split(",") if v]
+
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--steps", type=int, default=500, help="training steps per run (the budget)")
+  parser.add_argument("--eval_steps", type=ints, default=[250],
+                      help="earlier steps to evaluate each run at too (the MIG-vs-steps curves)")
+  parser.add_argument("--betas", type=floats, default=[1, 2, 4, 6, 8, 10])
+  parser.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
+  parser.add_argument("--seeds", type=ints, default=[0, 1])
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--learning_rate", type=float, default=1e-3)
+  parser.add_argument("--subsample", type=ints, default=[1, 1, 2, 2, 2],
+                      help="procedural dSprites grid step per factor (1,1,2,2,2: 92,160 images)")
+  parser.add_argument("--eval_samples", type=int, default=10_000, help="S of the MIG estimator")
+  parser.add_argument("--root", default="workdirs/sweep", help="where the run workdirs go")
+  parser.add_argument("--out", default="results", help="where the csv files and figures go")
+  parser.add_argument("--report_only", action="store_true", help="train nothing; rewrite outputs")
+  args = parser.parse_args(argv)
+  unknown = set(args.methods) - set(METHODS)
+  if unknown:
+    parser.error(f"unknown method(s) {sorted(unknown)}; choose from {sorted(METHODS)}")
+  if args.steps < 1 or any(s < 1 or s >= args.steps for s in args.eval_steps):
+    parser.error("--steps must be >= 1 and every --eval_steps in [1, --steps)")
+  if len(args.subsample) != 5:
+    parser.error("--subsample needs one step per dSprites factor (5 numbers)")
+  return args
+
+
+def run_name(method: str, beta: float, seed: int) -> str:
+  return f"{method}_beta{beta:g}_seed{seed}"
+
+
+def make_config(args: argparse.Namespace, method: str, beta: float, seed: int, steps: int):
+  from betatc_jax import default_config
+  config = default_config.get_config()
+  config.seed = seed
+  config.batch_size = args.batch_size
+  config.learning_rate = args.learning_rate
+  config.num_train_steps = steps
+  config.checkpoint_every_steps = min(steps, 500)
+  config.keep_checkpoints = 1           # an MLP checkpoint with Adam state is ~170 MB
+  config.progress_bar = False
+  config.model.arch = "mlp"
+  config.objective.name = METHODS[method]
+  config.objective.beta = beta
+  config.objective.likelihood = "bernoulli"
+  config.dataset.name = "dsprites"
+  config.dataset.subsample = tuple(args.subsample)
+  config.eval.at_end = False            # evaluated here, at every milestone
+  config.eval.num_samples = args.eval_samples
+  return config
+
+
+def eval_path(workdir: pathlib.Path, step: int) -> pathlib.Path:
+  return workdir / "evals" / f"step_{step:06d}.json"
+
+
+def latest_checkpoint(workdir: pathlib.Path) -> int:
+  directory = workdir / "checkpoints"
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+  return max(steps, default=0)
+
+
+def run_one(args: argparse.Namespace, method: str, beta: float, seed: int) -> None:
+  """Trains one run to each milestone in turn and evaluates it there."""
+  from betatc_jax import evaluate, train_lib
+
+  workdir = pathlib.Path(args.root) / run_name(method, beta, seed)
+  milestones = sorted(set(args.eval_steps) | {args.steps})
+  trained_seconds = 0.0     # wall time of training up to the previous milestone
+  for step in milestones:
+    if eval_path(workdir, step).is_file():
+      trained_seconds = json.loads(eval_path(workdir, step).read_text())["train_seconds"]
+      continue
+    current = latest_checkpoint(workdir)
+    if current > step:
+      print(f"  {workdir.name}: already past step {step} (checkpoint {current}); not evaluated there",
+            flush=True)
+      continue
+    config = make_config(args, method, beta, seed, step)
+    t0 = time.perf_counter()
+    state = train_lib.train_and_evaluate(config, str(workdir))  # resumes; no-op when at `step`
+    train_seconds = trained_seconds + time.perf_counter() - t0
+    trained_seconds = train_seconds
+    t0 = time.perf_counter()
+    dataset = train_lib.dataset_from_config(config)
+    final = step == args.steps
+    result = evaluate.evaluate_params(config, state.params, dataset, step=int(state.step),
+                                      workdir=workdir if final else None, other_metrics=final)
+    result.update(method=method, beta=beta, seed=seed, train_seconds=train_seconds,
+                  eval_seconds=time.perf_counter() - t0)
+    eval_path(workdir, step).parent.mkdir(exist_ok=True)
+    tmp = eval_path(workdir, step).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, eval_path(workdir, step))
+    print(f"  {workdir.name} step {step}: MIG {result['mig']:.3f} (with shape "
+          f"{result['mig_with_shape']:.3f}) TC {result['tc']:.2f} log p(x|z) {result['log_px']:.1f}"
+          f"  [train {train_seconds:.0f} s, eval {result['eval_seconds']:.0f} s]", flush=True)
+
+
+def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
+  """Every evaluation of every run in the grid, sorted."""
+  rows = []
+  for method in args.methods:
+    for beta in args.betas:
+      for seed in args.seeds:
+        evals = pathlib.Path(args.root) / run_name(method, beta, seed) / "evals"
+        for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
+          result = json.loads(path.read_text())
+          row = {k: result.get(k) for k in CSV_COLUMNS}
+          row.update(method=method, beta=beta, seed=seed, steps=result["step"])
+          rows.append(row)
+  return sorted(rows, key=lambda r: (r["method"], r["beta"], r["seed"], r["steps"]))
+
+
+def write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
+  """(method, β) -> mean, min and max over seeds of mig, mig_with_shape and tc."""
+  import numpy as np
+  groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault((row["method"], row["beta"]), []).append(row)
+  out = {}
+  for key, group in sorted(groups.items()):
+    stats = {"seeds": len(group)}
+    for metric in ("mig", "mig_with_shape", "tc"):
+      values = np.array([r[metric] for r in group], float)
+      stats[metric] = (values.mean(), values.min(), values.max())
+    out[key] = stats
+  return out
+
+
+def plot_mig_vs_beta(path: pathlib.Path, summary) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+  for method, label in (("beta_vae", "β-VAE"), ("betatc_vae", "β-TCVAE (MSS)")):
+    keys = [k for k in summary if k[0] == method]
+    if not keys:
+      continue
+    betas = [k[1] for k in keys]
+    for ax, metric, title in zip(axes, ("mig", "mig_with_shape", "tc"),
+                                 ("MIG (shape excluded)", "MIG (with shape)", "total correlation")):
+      mean, low, high = (np.array([summary[k][metric][i] for k in keys]) for i in range(3))
+      ax.plot(betas, mean, "o-", label=label)
+      ax.fill_between(betas, low, high, alpha=0.2)
+      ax.set_xlabel("β")
+      ax.set_title(title)
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+  for ax, (method, label) in zip(axes, (("beta_vae", "β-VAE"), ("betatc_vae", "β-TCVAE (MSS)"))):
+    betas = sorted({r["beta"] for r in curves if r["method"] == method})
+    for beta in betas:
+      by_step: dict[int, list[float]] = {}
+      for r in curves:
+        if r["method"] == method and r["beta"] == beta:
+          by_step.setdefault(r["steps"], []).append(r["mig"])
+      steps = sorted(by_step)
+      ax.plot(steps, [np.mean(by_step[s]) for s in steps], "o-", label=f"β={beta:g}")
+    ax.set_title(label)
+    ax.set_xlabel("training steps")
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel("MIG (shape excluded), mean over seeds")
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def machine() -> dict[str, Any]:
+  import jax
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    commit = "unknown"
+  return {"commit": commit, "python": platform.python_version(), "jax": jax.__version__,
+          "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
+          "processor": platform.processor() or platform.machine()}
+
+
+def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
+  """Writes the outputs listed in the module docstring; returns results.csv's rows."""
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  curves = collect(args)
+  final = [r for r in curves if r["steps"] == args.steps]
+  write_csv(out / "results.csv", final)
+  write_csv(out / "curves.csv", curves)
+  expected = len(args.methods) * len(args.betas) * len(args.seeds)
+  if final:
+    summary = summarize(final)
+    plot_mig_vs_beta(out / "mig_vs_beta.png", summary)
+    for (method, beta), s in summary.items():
+      print(f"{method:<11} β={beta:<4g} seeds={s['seeds']}  MIG {s['mig'][0]:.3f} "
+            f"[{s['mig'][1]:.3f}, {s['mig'][2]:.3f}]  MIG with shape {s['mig_with_shape'][0]:.3f}"
+            f"  TC {s['tc'][0]:.2f}")
+    tc_runs = [r for r in final if r["method"] == "betatc_vae"]
+    if tc_runs:
+      best = max(tc_runs, key=lambda r: r["mig"])
+      figure = pathlib.Path(args.root) / run_name("betatc_vae", best["beta"], best["seed"]) \
+          / "latent_vs_factor.png"
+      if figure.is_file():
+        shutil.copyfile(figure, out / "latent_vs_factor_best.png")
+  if curves:
+    plot_mig_vs_steps(out / "mig_vs_steps.png", curves)
+  info = {"command": "python scripts/sweep.py " + " ".join(argv), "args": vars(args),
+          "runs_finished": len(final), "runs_expected": expected,
+          "train_wall_seconds": sum(r["train_seconds"] or 0 for r in final),
+          **machine()}
+  (out / "sweep.json").write_text(json.dumps(info, indent=2))
+  print(f"{len(final)}/{expected} runs finished at {args.steps} steps; outputs in {out}/")
+  return final
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  if not args.report_only:
+    for seed in args.seeds:        # a whole seed first, so an interrupted sweep is balanced
+      for beta in args.betas:
+        for method in args.methods:
+          run_one(args, method, beta, seed)
+  report(args, argv)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
