@@ -1,0 +1,84 @@
+"""scripts/sweep.py: outputs, the CSV against each run's evaluations, resuming."""
+
+import csv
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_sweep():
+  spec = importlib.util.spec_from_file_location("sweep", ROOT / "scripts" / "sweep.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  sweep = load_sweep()
+  base = tmp_path_factory.mktemp("sweep")
+  args = ["--steps", "4", "--eval_steps", "2", "--betas", "4", "--seeds", "0",
+          "--batch_size", "32", "--subsample", "1,2,4,4,4", "--eval_samples", "200",
+          "--root", str(base / "runs"), "--out", str(base / "out")]
+  assert sweep.main(args) == 0
+  return sweep, base, args
+
+
+def test_outputs_match_each_runs_evaluation(swept):
+  sweep, base, _ = swept
+  rows = read_csv(base / "out" / "results.csv")
+  assert [r["method"] for r in rows] == ["beta_vae", "betatc_vae"]
+  assert set(sweep.CSV_COLUMNS) <= set(rows[0])
+  for row in rows:
+    result = json.loads((base / "runs" / f"{row['method']}_beta4_seed0" / "evals" /
+                         "step_000004.json").read_text())
+    assert int(row["steps"]) == result["step"] == 4
+    for key in ("mig", "mig_with_shape", "tc", "mi", "dim_kl", "log_px"):
+      assert float(row[key]) == pytest.approx(result[key], rel=1e-5), key
+  curves = read_csv(base / "out" / "curves.csv")
+  assert sorted((r["method"], int(r["steps"])) for r in curves) == [
+      ("beta_vae", 2), ("beta_vae", 4), ("betatc_vae", 2), ("betatc_vae", 4)]
+  for name in ("mig_vs_beta.png", "mig_vs_steps.png", "latent_vs_factor_best.png", "sweep.json"):
+    assert (base / "out" / name).stat().st_size > 0, name
+  info = json.loads((base / "out" / "sweep.json").read_text())
+  assert info["runs_finished"] == info["runs_expected"] == 2
+
+
+def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
+  sweep, base, args = swept
+  run = base / "runs" / "betatc_vae_beta4_seed0"
+  metrics_before = (run / "metrics.jsonl").read_text()
+  evals_before = {p.name: p.read_text() for p in (run / "evals").iterdir()}
+  assert sweep.main(args) == 0                      # nothing left to do
+  assert (run / "metrics.jsonl").read_text() == metrics_before
+  assert {p.name: p.read_text() for p in (run / "evals").iterdir()} == evals_before
+
+  longer = list(args)
+  longer[longer.index("--steps") + 1] = "6"
+  assert sweep.main(longer) == 0                    # continues from the step-4 checkpoint
+  steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+  assert steps == sorted(steps) and steps[-1] == 6 and len(steps) == len(set(steps))
+  assert (run / "metrics.jsonl").read_text().startswith(metrics_before)
+  assert {p.name for p in (run / "evals").iterdir()} == {
+      "step_000002.json", "step_000004.json", "step_000006.json"}
+  assert [int(r["steps"]) for r in read_csv(base / "out" / "results.csv")] == [6, 6]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (["--methods", "vae"], "unknown method"),
+    (["--steps", "4", "--eval_steps", "8"], "eval_steps"),
+    (["--subsample", "1,2"], "subsample"),
+])
+def test_bad_arguments_rejected(bad, match, capsys):
+  with pytest.raises(SystemExit):
+    load_sweep().parse_args(bad)
+  assert match in capsys.readouterr().err
