@@ -10,7 +10,10 @@ MSS estimator written in torch), interleaved, after warm-up; medians.
   python benchmarks/train_throughput.py --quick   # 2 repeats of 2 steps (~3 min)
 
 Prints a table and `ratio seed_conv/64=X mlp/64=X seed_conv/256=X mlp/256=X`
-(JAX img/s ÷ PyTorch img/s). torch uses as many threads as there are cores.
+(JAX img/s ÷ PyTorch img/s, JAX with its default ``conv_impl="auto"``, the
+matmul convolutions on CPU). For seed_conv the table also has JAX with
+``conv_impl="lax"`` (XLA's native convolutions), measured in the same
+interleaving. torch uses as many threads as there are cores.
 """
 
 import argparse
@@ -91,9 +94,10 @@ def torch_step_fn(arch, batch):
   return step
 
 
-def jax_step_fn(arch, batch):
+def jax_step_fn(arch, batch, conv_impl="auto"):
   config = default.get_config()
   config.model.arch = arch
+  config.model.conv_impl = conv_impl
   config.batch_size = batch
   if arch == "seed_conv":
     config.model.output_activation = "tanh"
@@ -125,19 +129,23 @@ def main():
   torch.set_num_threads(os.cpu_count())
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), repeats={repeats} steps={steps}")
-  print(f"{'case':<16}{'JAX img/s':>12}{'PyTorch img/s':>15}{'ratio':>8}")
+  print(f"{'case':<16}{'JAX img/s':>12}{'PyTorch img/s':>15}{'ratio':>8}{'JAX lax img/s':>15}")
   ratios = {}
   for batch in (64, 256):
     for arch in ("seed_conv", "mlp"):
-      j, t = jax_step_fn(arch, batch), torch_step_fn(arch, batch)
-      j(), t()                                  # warm-up (and compile)
-      results = {"jax": [], "torch": []}
+      fns = {"jax": jax_step_fn(arch, batch), "torch": torch_step_fn(arch, batch)}
+      if arch == "seed_conv":
+        fns["lax"] = jax_step_fn(arch, batch, "lax")
+      for fn in fns.values():
+        fn()                                    # warm-up (and compile)
+      results = {name: [] for name in fns}
       for _ in range(repeats):                  # interleaved
-        results["jax"].append(images_per_sec(j, batch, steps))
-        results["torch"].append(images_per_sec(t, batch, steps))
+        for name, fn in fns.items():
+          results[name].append(images_per_sec(fn, batch, steps))
       jm, tm = np.median(results["jax"]), np.median(results["torch"])
+      lax_col = f"{np.median(results['lax']):>15.0f}" if "lax" in results else f"{'':>15}"
       ratios[f"{arch}/{batch}"] = jm / tm
-      print(f"{arch + '/' + str(batch):<16}{jm:>12.0f}{tm:>15.0f}{jm / tm:>8.2f}", flush=True)
+      print(f"{arch + '/' + str(batch):<16}{jm:>12.0f}{tm:>15.0f}{jm / tm:>8.2f}{lax_col}", flush=True)
   print("ratio " + " ".join(f"{k}={ratios[k]:.2f}" for k in ("seed_conv/64", "mlp/64", "seed_conv/256", "mlp/256")))
 
 
