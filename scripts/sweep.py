@@ -10,8 +10,8 @@ and the ELBO decomposition), then writes into ``--out``:
   results.csv          one row per run at ``--steps``: method, beta, seed,
                        steps, mig, mig_with_shape, tc, mi, dim_kl, log_px, ...
   curves.csv           the same columns at every evaluated step of every run
-  mig_vs_beta.png      MIG and TC against β per method, mean and spread over seeds
-  mig_vs_steps.png     MIG against steps, one line per (method, β), seeds averaged
+  mig_vs_beta.png      MIG and TC against β per method: mean, min–max band, each run
+  mig_vs_steps.png     MIG against steps, one line per run
   latent_vs_factor_best.png  the figure of the β-TCVAE run with the highest MIG
   sweep.json           the command, commit, hardware and time spent
 
@@ -194,12 +194,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
   return out
 
 
-def plot_mig_vs_beta(path: pathlib.Path, summary) -> None:
+LABELS = {"beta_vae": "β-VAE", "betatc_vae": "β-TCVAE (MSS)"}
+
+
+def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> None:
+  """MIG, MIG with shape and TC against β: the mean over seeds (line), the
+  min–max over seeds (band) and every run (dots)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  for method, label in (("beta_vae", "β-VAE"), ("betatc_vae", "β-TCVAE (MSS)")):
+  for color, (method, label) in zip(("C0", "C1"), LABELS.items()):
     keys = [k for k in summary if k[0] == method]
     if not keys:
       continue
@@ -207,8 +212,10 @@ def plot_mig_vs_beta(path: pathlib.Path, summary) -> None:
     for ax, metric, title in zip(axes, ("mig", "mig_with_shape", "tc"),
                                  ("MIG (shape excluded)", "MIG (with shape)", "total correlation")):
       mean, low, high = (np.array([summary[k][metric][i] for k in keys]) for i in range(3))
-      ax.plot(betas, mean, "o-", label=label)
-      ax.fill_between(betas, low, high, alpha=0.2)
+      ax.plot(betas, mean, "-", color=color, label=label)
+      ax.fill_between(betas, low, high, color=color, alpha=0.2)
+      runs = [r for r in rows if r["method"] == method]
+      ax.plot([r["beta"] for r in runs], [r[metric] for r in runs], "o", color=color, ms=3)
       ax.set_xlabel("β")
       ax.set_title(title)
   axes[0].legend()
@@ -218,23 +225,25 @@ def plot_mig_vs_beta(path: pathlib.Path, summary) -> None:
 
 
 def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
+  """MIG against training steps, one line per run (colour: β, style: seed)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-  for ax, (method, label) in zip(axes, (("beta_vae", "β-VAE"), ("betatc_vae", "β-TCVAE (MSS)"))):
-    betas = sorted({r["beta"] for r in curves if r["method"] == method})
-    for beta in betas:
-      by_step: dict[int, list[float]] = {}
-      for r in curves:
-        if r["method"] == method and r["beta"] == beta:
-          by_step.setdefault(r["steps"], []).append(r["mig"])
-      steps = sorted(by_step)
-      ax.plot(steps, [np.mean(by_step[s]) for s in steps], "o-", label=f"β={beta:g}")
-    ax.set_title(label)
+  betas = sorted({r["beta"] for r in curves})
+  seeds = sorted({r["seed"] for r in curves})
+  for ax, (method, label) in zip(axes, LABELS.items()):
+    for ci, beta in enumerate(betas):
+      for si, seed in enumerate(seeds):
+        run = sorted((r["steps"], r["mig"]) for r in curves
+                     if (r["method"], r["beta"], r["seed"]) == (method, beta, seed))
+        if run:
+          ax.plot(*zip(*run), "o" + ("-", "--", ":")[si % 3], color=f"C{ci}", ms=3,
+                  label=f"β={beta:g}" if si == 0 else None)
+    ax.set_title(f"{label} (lines: seeds {', '.join(map(str, seeds))})", fontsize=9)
     ax.set_xlabel("training steps")
     ax.legend(fontsize=7)
-  axes[0].set_ylabel("MIG (shape excluded), mean over seeds")
+  axes[0].set_ylabel("MIG (shape excluded)")
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
@@ -263,7 +272,7 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   expected = len(args.methods) * len(args.betas) * len(args.seeds)
   if final:
     summary = summarize(final)
-    plot_mig_vs_beta(out / "mig_vs_beta.png", summary)
+    plot_mig_vs_beta(out / "mig_vs_beta.png", summary, final)
     for (method, beta), s in summary.items():
       print(f"{method:<11} β={beta:<4g} seeds={s['seeds']}  MIG {s['mig'][0]:.3f} "
             f"[{s['mig'][1]:.3f}, {s['mig'][2]:.3f}]  MIG with shape {s['mig_with_shape'][0]:.3f}"
