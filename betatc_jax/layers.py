@@ -54,10 +54,23 @@ def resolve_impl(impl: str) -> str:
   return impl
 
 
-def _padding(size: int, offsets: list[int], out: int) -> tuple[int, int]:
-  """Zeros to add before/after an axis of ``size`` so that every read at
-  ``o + d`` (o in [0, out), d in offsets) is in range."""
-  return max(0, -min(offsets)), max(0, out - 1 + max(offsets) - (size - 1))
+def _shift(x: jax.Array, dy: int, dx: int, out_hw: tuple[int, int]) -> jax.Array:
+  """``out[:, i, j] = x[:, i + dy, j + dx]`` for i < Ho, j < Wo; zero outside x.
+
+  One ``lax.pad`` (negative amounts crop), whose gradient is one pad of the
+  same size: no full-size buffer per shift in the backward pass.
+
+  Args:
+    x: [B, H, W, ...].
+    dy, dx: the shift.
+    out_hw: (Ho, Wo).
+
+  Returns:
+    [B, Ho, Wo, ...].
+  """
+  h, w = x.shape[1:3]
+  config = [(0, 0, 0), (-dy, out_hw[0] - h + dy, 0), (-dx, out_hw[1] - w + dx, 0)]
+  return lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)] * (x.ndim - 3))
 
 
 def _shifted_windows(x: jax.Array, offsets: list[tuple[int, int]],
@@ -72,11 +85,7 @@ def _shifted_windows(x: jax.Array, offsets: list[tuple[int, int]],
   Returns:
     [B, Ho, Wo, T·C], windows concatenated in ``offsets`` order.
   """
-  (lo_y, hi_y), (lo_x, hi_x) = (_padding(x.shape[1], [o[0] for o in offsets], out_hw[0]),
-                                _padding(x.shape[2], [o[1] for o in offsets], out_hw[1]))
-  x = jnp.pad(x, ((0, 0), (lo_y, hi_y), (lo_x, hi_x), (0, 0)))
-  return jnp.concatenate([x[:, lo_y + dy:lo_y + dy + out_hw[0], lo_x + dx:lo_x + dx + out_hw[1]]
-                          for dy, dx in offsets], axis=-1)
+  return jnp.concatenate([_shift(x, dy, dx, out_hw) for dy, dx in offsets], axis=-1)
 
 
 def _shifted_tap_sum(p: jax.Array, taps: list[tuple[int, int, int, int]],
@@ -92,14 +101,13 @@ def _shifted_tap_sum(p: jax.Array, taps: list[tuple[int, int, int, int]],
   Returns:
     [B, Ho, Wo, C].
   """
-  (lo_y, hi_y), (lo_x, hi_x) = (_padding(p.shape[1], [t[2] for t in taps], out_hw[0]),
-                                _padding(p.shape[2], [t[3] for t in taps], out_hw[1]))
-  # Taps leading, so that each term is one contiguous block.
-  p = jnp.pad(p.transpose(3, 4, 0, 1, 2, 5),
-              ((0, 0), (0, 0), (0, 0), (lo_y, hi_y), (lo_x, hi_x), (0, 0)))
+  b, h, w, ty_count, tx_count, c = p.shape
+  # One split into per-tap arrays (its gradient is one concatenate), not a
+  # slice per tap (whose gradient would be a full-size pad each).
+  per_tap = jnp.split(p.reshape(b, h, w, ty_count * tx_count * c), ty_count * tx_count, axis=-1)
   out = None
   for ty, tx, dy, dx in taps:
-    term = p[ty, tx, :, lo_y + dy:lo_y + dy + out_hw[0], lo_x + dx:lo_x + dx + out_hw[1]]
+    term = _shift(per_tap[ty * tx_count + tx], dy, dx, out_hw)
     out = term if out is None else out + term
   return out
 
@@ -125,6 +133,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   k, cout = kernel.shape[0], kernel.shape[-1]
   s = stride
   oh, ow = (h + 2 * padding - k) // s + 1, (w + 2 * padding - k) // s + 1
+  if s == 1 and oh * ow * cin > h * w * k * k * cout:     # e.g. the seed's 3×3 conv to C channels
+    # No padding or space-to-depth: the taps read P = x @ W outside x as zeros.
+    p = (x @ kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout)).reshape(b, h, w, k, k, cout)
+    taps = [(a, c, a - padding, c - padding) for a in range(k) for c in range(k)]
+    return _shifted_tap_sum(p, taps, (oh, ow))
   q = math.ceil(k / s)                                   # taps per axis after space-to-depth
   uh, uw = oh + q - 1, ow + q - 1                        # space-to-depth rows used
   xp = jnp.pad(x, ((0, 0), (padding, max(0, s * uh - h - padding)),
