@@ -12,6 +12,7 @@ and the ELBO decomposition), then writes into ``--out``:
   curves.csv           the same columns at every evaluated step of every run
   mig_vs_beta.png      MIG and TC against β per method: mean, min–max band, each run
   mig_vs_steps.png     MIG against steps, one line per run
+  summary.md           the table of the README's Results section
   latent_vs_factor_best.png  the figure of the β-TCVAE run with the highest MIG
   sweep.json           the command, commit, hardware and time spent
 
@@ -249,6 +250,27 @@ def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
   plt.close(fig)
 
 
+def markdown_table(summary) -> str:
+  """One row per β: MIG (shape excluded; mean and [min, max] over seeds), MIG
+  with shape and TC (means), for each method."""
+  def cell(stats, metric, spread):
+    mean, low, high = stats[metric]
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if spread else f"{mean:.2f}" if metric == "tc" \
+        else f"{mean:.3f}"
+  betas = sorted({beta for _, beta in summary})
+  header = ("| β | β-VAE MIG | β-TCVAE MIG | β-VAE MIG w/ shape | β-TCVAE MIG w/ shape "
+            "| β-VAE TC | β-TCVAE TC |\n|---|---|---|---|---|---|---|\n")
+  rows = []
+  for beta in betas:
+    cells = [f"{beta:g}"]
+    for metric, spread in (("mig", True), ("mig_with_shape", False), ("tc", False)):
+      for method in LABELS:
+        stats = summary.get((method, beta))
+        cells.append(cell(stats, metric, spread) if stats else "–")
+    rows.append("| " + " | ".join(cells) + " |")
+  return header + "\n".join(rows) + "\n"
+
+
 def machine() -> dict[str, Any]:
   import jax
   try:
@@ -270,13 +292,12 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   write_csv(out / "results.csv", final)
   write_csv(out / "curves.csv", curves)
   expected = len(args.methods) * len(args.betas) * len(args.seeds)
+  best = None
   if final:
     summary = summarize(final)
     plot_mig_vs_beta(out / "mig_vs_beta.png", summary, final)
-    for (method, beta), s in summary.items():
-      print(f"{method:<11} β={beta:<4g} seeds={s['seeds']}  MIG {s['mig'][0]:.3f} "
-            f"[{s['mig'][1]:.3f}, {s['mig'][2]:.3f}]  MIG with shape {s['mig_with_shape'][0]:.3f}"
-            f"  TC {s['tc'][0]:.2f}")
+    (out / "summary.md").write_text(markdown_table(summary))
+    print(markdown_table(summary))
     tc_runs = [r for r in final if r["method"] == "betatc_vae"]
     if tc_runs:
       best = max(tc_runs, key=lambda r: r["mig"])
@@ -288,6 +309,7 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     plot_mig_vs_steps(out / "mig_vs_steps.png", curves)
   info = {"command": "python scripts/sweep.py " + " ".join(argv), "args": vars(args),
           "runs_finished": len(final), "runs_expected": expected,
+          "best_betatc_run": run_name("betatc_vae", best["beta"], best["seed"]) if best else None,
           "train_wall_seconds": sum(r["train_seconds"] or 0 for r in final),
           **machine()}
   (out / "sweep.json").write_text(json.dumps(info, indent=2))

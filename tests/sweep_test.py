@@ -47,10 +47,13 @@ def test_outputs_match_each_runs_evaluation(swept):
   curves = read_csv(base / "out" / "curves.csv")
   assert sorted((r["method"], int(r["steps"])) for r in curves) == [
       ("beta_vae", 2), ("beta_vae", 4), ("betatc_vae", 2), ("betatc_vae", 4)]
-  for name in ("mig_vs_beta.png", "mig_vs_steps.png", "latent_vs_factor_best.png", "sweep.json"):
+  for name in ("mig_vs_beta.png", "mig_vs_steps.png", "latent_vs_factor_best.png", "sweep.json",
+               "summary.md"):
     assert (base / "out" / name).stat().st_size > 0, name
   info = json.loads((base / "out" / "sweep.json").read_text())
   assert info["runs_finished"] == info["runs_expected"] == 2
+  best = max((r for r in rows if r["method"] == "betatc_vae"), key=lambda r: float(r["mig"]))
+  assert info["best_betatc_run"] == f"betatc_vae_beta{best['beta']}_seed{best['seed']}"
 
 
 def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
