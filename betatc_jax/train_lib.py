@@ -180,7 +180,7 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
     return state.objective(x, decoder_out, mu, logvar, z, state.step)
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   metrics = dict(metrics, grad_norm=grad_norm,
                  finite=(jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(jnp.float32))
   return state.apply_gradients(grads=grads), metrics
