@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d
+from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d, Dense
 
 Arch = Literal["seed_conv", "mlp", "conv"]
 ARCHS: tuple[str, ...] = ("seed_conv", "mlp", "conv")
@@ -39,9 +39,9 @@ class SeedConvEncoder(nn.Module):
       x = Conv2d(h, 4, 2, 1, impl=self.conv_impl, name=f"conv_{i}")(x)
       x = nn.leaky_relu(x, 0.01)
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dense(256, name="fc")(x)
-    return (nn.Dense(self.latent_dim, name="fc_mu")(x),
-            nn.Dense(self.latent_dim, name="fc_var")(x))
+    x = Dense(256, self.conv_impl, name="fc")(x)
+    return (Dense(self.latent_dim, self.conv_impl, name="fc_mu")(x),
+            Dense(self.latent_dim, self.conv_impl, name="fc_var")(x))
 
 
 class SeedConvDecoder(nn.Module):
@@ -57,7 +57,7 @@ class SeedConvDecoder(nn.Module):
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     dims = list(reversed(self.hidden_dims))
-    x = nn.Dense(dims[0] * 16, name="decoder_input")(z)
+    x = Dense(dims[0] * 16, self.conv_impl, name="decoder_input")(z)
     x = x.reshape(z.shape[0], 4, 4, dims[0])
     for i in range(len(dims) - 1):
       x = ConvTranspose2d(dims[i + 1], 3, 2, 1, 1, impl=self.conv_impl, name=f"deconv_{i}")(x)
@@ -71,13 +71,14 @@ class MLPEncoder(nn.Module):
   """The paper's dSprites encoder: H·W·C-1200-1200-2D, ReLU."""
   latent_dim: int
   hidden: int = 1200
+  impl: ConvImpl = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(self.hidden, name="fc_0")(x))
-    x = nn.relu(nn.Dense(self.hidden, name="fc_1")(x))
-    out = nn.Dense(2 * self.latent_dim, name="fc_out")(x)
+    x = nn.relu(Dense(self.hidden, self.impl, name="fc_0")(x))
+    x = nn.relu(Dense(self.hidden, self.impl, name="fc_1")(x))
+    out = Dense(2 * self.latent_dim, self.impl, name="fc_out")(x)
     return out[:, :self.latent_dim], out[:, self.latent_dim:]
 
 
@@ -85,14 +86,15 @@ class MLPDecoder(nn.Module):
   """The paper's dSprites decoder: D-1200-1200-1200-H·W·C, tanh hidden layers."""
   image_shape: tuple[int, int, int]
   hidden: int = 1200
+  impl: ConvImpl = "auto"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     x = z
     for i in range(3):
-      x = jnp.tanh(nn.Dense(self.hidden, name=f"fc_{i}")(x))
+      x = jnp.tanh(Dense(self.hidden, self.impl, name=f"fc_{i}")(x))
     h, w, c = self.image_shape
-    return nn.Dense(h * w * c, name="fc_out")(x).reshape(z.shape[0], h, w, c)
+    return Dense(h * w * c, self.impl, name="fc_out")(x).reshape(z.shape[0], h, w, c)
 
 
 class ConvEncoder(nn.Module):
@@ -126,7 +128,7 @@ class ConvDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    x = nn.relu(nn.Dense(512, name="fc_in")(z)).reshape(z.shape[0], 1, 1, 512)
+    x = nn.relu(Dense(512, self.conv_impl, name="fc_in")(z)).reshape(z.shape[0], 1, 1, 512)
     x = nn.relu(ConvTranspose2d(64, 4, 1, 0, impl=self.conv_impl, name="deconv_0")(x))
     for i, h in enumerate((64, 32, 32)):
       x = nn.relu(ConvTranspose2d(h, 4, 2, 1, impl=self.conv_impl, name=f"deconv_{i + 1}")(x))
@@ -167,8 +169,8 @@ class VAE(nn.Module):
       self.encoder = SeedConvEncoder(self.latent_dim, self.hidden_dims, self.conv_impl)
       self.decoder = SeedConvDecoder(channels, self.hidden_dims, self.conv_impl)
     elif self.arch == "mlp":
-      self.encoder = MLPEncoder(self.latent_dim)
-      self.decoder = MLPDecoder(tuple(self.image_shape))
+      self.encoder = MLPEncoder(self.latent_dim, impl=self.conv_impl)
+      self.decoder = MLPDecoder(tuple(self.image_shape), impl=self.conv_impl)
     else:
       self.encoder = ConvEncoder(self.latent_dim, self.conv_impl)
       self.decoder = ConvDecoder(channels, self.conv_impl)

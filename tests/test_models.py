@@ -2,6 +2,7 @@
 (both implementations)."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,23 +103,47 @@ def test_conv_matches_pytorch(k, s, p, size, impl):
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["seed_conv", "conv"])
-def test_conv_impls_share_params_values_and_gradients(arch):
+@pytest.mark.parametrize("arch", ["seed_conv", "conv", "mlp"])
+def test_impls_share_params_values_and_gradients(arch):
   """The matmul path is an exact reformulation: the same initial params as
-  flax's nn.Conv/nn.ConvTranspose layout, the same outputs and gradients."""
+  flax's nn.Conv/nn.ConvTranspose/nn.Dense layout, the same outputs and
+  gradients."""
   x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 1))
   key = jax.random.key(1)
   models_by_impl = {impl: models.VAE(arch=arch, conv_impl=impl) for impl in ("lax", "matmul")}
-  params = {impl: m.init(jax.random.key(2), x, key)["params"] for impl, m in models_by_impl.items()}
+  params = {impl: jax.jit(m.init)(jax.random.key(2), x, key)["params"]
+            for impl, m in models_by_impl.items()}
   chex.assert_trees_all_equal(params["lax"], params["matmul"])
 
   def loss(p, impl):
     out, mu, logvar, _ = models_by_impl[impl].apply({"params": p}, x, key)
     return jnp.mean(out ** 2) + jnp.mean(mu ** 2 + logvar ** 2)
 
-  values = {impl: jax.value_and_grad(loss)(params["lax"], impl) for impl in ("lax", "matmul")}
+  values = {impl: jax.jit(jax.value_and_grad(loss), static_argnums=1)(params["lax"], impl)
+            for impl in ("lax", "matmul")}
   np.testing.assert_allclose(values["matmul"][0], values["lax"][0], rtol=1e-5)
   chex.assert_trees_all_close(values["matmul"][1], values["lax"][1], rtol=1e-3, atol=1e-6)
+
+
+def test_dense_is_nn_dense_with_the_same_gradients():
+  """layers.Dense has nn.Dense's params (same init values) and outputs; the
+  hand-written backward of ``layers.matmul`` gives autodiff's gradients, for
+  2-D and 4-D inputs."""
+  x = jax.random.normal(jax.random.key(0), (6, 33))
+  ours = layers.Dense(17, impl="matmul").init(jax.random.key(1), x)
+  chex.assert_trees_all_equal(ours, nn.Dense(17).init(jax.random.key(1), x))
+  np.testing.assert_allclose(layers.Dense(17, impl="matmul").apply(ours, x),
+                             nn.Dense(17).apply(ours, x), rtol=1e-6, atol=1e-6)
+  for shape in [(6, 33), (2, 5, 4, 33)]:
+    xs = jax.random.normal(jax.random.key(2), shape)
+    w = jax.random.normal(jax.random.key(3), (33, 9))
+    cotangent = jax.random.normal(jax.random.key(4), shape[:-1] + (9,))
+    got = jax.vjp(layers.matmul, xs, w)[1](cotangent)
+    want = jax.vjp(jnp.matmul, xs, w)[1](cotangent)
+    for g, e in zip(got, want):
+      np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    brute = np.asarray(xs, np.float64).reshape(-1, 33).T @ np.asarray(cotangent, np.float64).reshape(-1, 9)
+    np.testing.assert_allclose(got[1], brute, rtol=1e-4, atol=1e-4)
 
 
 def test_auto_conv_impl_is_matmul_on_cpu():

@@ -80,6 +80,49 @@ def test_outputs(trained):
   assert json.loads((workdir / "config.json").read_text())["batch_size"] == 32
 
 
+def test_train_step_is_one_adam_update_with_the_true_grad_norm():
+  """The jitted step (the CPU matmul path, the barrier before the norm) equals
+  a plain computation: autodiff through XLA's own products, Adam's formulas
+  and the global norm of the gradients in float64. (The conv archs' matmul
+  gradients are checked in test_models.)"""
+  config = small_config(batch_size=8)
+  state = train_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), 5_760)
+  batch = jnp.asarray(np.random.default_rng(0).integers(0, 2, (8, 64, 64, 1)) * 255, jnp.uint8)
+  key = jax.random.key(3)
+  new_state, metrics = jax.jit(train_lib.train_step)(state, batch, key)
+
+  x = batch.astype(jnp.float32) / 255.0
+  plain = config.copy_and_resolve_references()
+  plain.model.conv_impl = "lax"                 # XLA's own convs and autodiff
+
+  def grads_of(cfg):
+    model = train_lib.make_model(cfg, (64, 64, 1))
+
+    def loss_fn(params):
+      out, mu, logvar, z = model.apply({"params": params}, x, jax.random.fold_in(key, 0))
+      return state.objective(x, out, mu, logvar, z, 0)[0]
+    return jax.jit(jax.grad(loss_fn))(state.params)
+
+  grads = grads_of(plain)
+  norm = np.sqrt(sum(np.sum(np.asarray(g, np.float64) ** 2) for g in jax.tree.leaves(grads)))
+  np.testing.assert_allclose(metrics["grad_norm"], norm, rtol=1e-4)
+  assert metrics["finite"] == 1.0
+  # Adam's first step: mu = 0.1·g, nu = 0.001·g² (linear in g, so compared
+  # with the plain gradients), and p' = p − lr·ĝ/(|ĝ| + ε) from the state's own
+  # mu and nu (that step is ~lr·sign(g), too sensitive to compare with g).
+  adam = new_state.opt_state[0]
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads))
+  jax.tree.map(lambda m, g: np.testing.assert_allclose(m, 0.1 * g, rtol=1e-3, atol=1e-5 * scale),
+               adam.mu, grads)
+  jax.tree.map(lambda v, g: np.testing.assert_allclose(v, 1e-3 * g ** 2, rtol=1e-3,
+                                                       atol=1e-8 * scale ** 2), adam.nu, grads)
+  want = jax.tree.map(lambda p, m, v: p - config.learning_rate * (m / 0.1) / (jnp.sqrt(v / 1e-3) + 1e-8),
+                      state.params, adam.mu, adam.nu)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               new_state.params, want)
+  assert int(new_state.step) == 1
+
+
 def test_resume_equals_uninterrupted(trained, tmp_path):
   workdir, config, _ = trained
   train_lib.train_and_evaluate(small_config(num_train_steps=6), str(tmp_path))
