@@ -9,7 +9,11 @@ Resumes from the latest checkpoint in --workdir.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from betatc_jax import train_lib
+from betatc_jax import host_memory
+
+host_memory.retain_freed_memory()  # before JAX starts its threads: no page faults per step
+
+from betatc_jax import train_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")

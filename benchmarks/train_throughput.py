@@ -8,29 +8,44 @@ MSS estimator written in torch), interleaved, after warm-up; medians.
 
   python benchmarks/train_throughput.py           # 5 repeats of 3 steps
   python benchmarks/train_throughput.py --quick   # 2 repeats of 2 steps (~3 min)
+  python benchmarks/train_throughput.py --malloc both   # both allocator settings
 
 Prints a table and `ratio seed_conv/64=X mlp/64=X seed_conv/256=X mlp/256=X`
 (JAX img/s ÷ PyTorch img/s, JAX with its default ``conv_impl="auto"``, the
 matmul convolutions on CPU). For seed_conv the table also has JAX with
 ``conv_impl="lax"`` (XLA's native convolutions), measured in the same
 interleaving. torch uses as many threads as there are cores.
+
+``--malloc`` picks glibc's allocator setting, which applies to the whole
+process, so to JAX and PyTorch alike: ``default`` (glibc's defaults, as a
+plain ``python`` process has them), ``retain``
+(``betatc_jax.host_memory.retain_freed_memory()``, as ``train.py`` runs), or
+``both`` (one subprocess each, both tables).
 """
 
 import argparse
 import math
 import os
 import pathlib
+import subprocess
 import sys
 import time
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from betatc_jax import host_memory  # noqa: E402
+
+# The allocator setting must come before JAX and torch start their threads.
+if __name__ == "__main__" and "--malloc" in sys.argv and \
+    sys.argv[sys.argv.index("--malloc") + 1:][:1] == ["retain"]:
+  host_memory.retain_freed_memory()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from betatc_jax import train_lib  # noqa: E402
 from configs import default  # noqa: E402
@@ -121,11 +136,9 @@ def images_per_sec(step, batch, steps):
   return batch * steps / (time.perf_counter() - t)
 
 
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--quick", action="store_true")
-  args = parser.parse_args()
-  repeats, steps = (2, 2) if args.quick else (5, 3)
+def measure(quick: bool) -> dict[str, float]:
+  """Runs every case interleaved; prints the table; returns the ratios."""
+  repeats, steps = (2, 2) if quick else (5, 3)
   torch.set_num_threads(os.cpu_count())
   print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), repeats={repeats} steps={steps}")
@@ -146,7 +159,36 @@ def main():
       lax_col = f"{np.median(results['lax']):>15.0f}" if "lax" in results else f"{'':>15}"
       ratios[f"{arch}/{batch}"] = jm / tm
       print(f"{arch + '/' + str(batch):<16}{jm:>12.0f}{tm:>15.0f}{jm / tm:>8.2f}{lax_col}", flush=True)
-  print("ratio " + " ".join(f"{k}={ratios[k]:.2f}" for k in ("seed_conv/64", "mlp/64", "seed_conv/256", "mlp/256")))
+  return ratios
+
+
+def ratio_line(ratios: dict[str, float]) -> str:
+  return "ratio " + " ".join(f"{k}={ratios[k]:.2f}" for k in CASES)
+
+
+CASES = ("seed_conv/64", "mlp/64", "seed_conv/256", "mlp/256")
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--malloc", choices=("default", "retain", "both"), default="default")
+  args = parser.parse_args()
+  if args.malloc == "both":
+    lines = {}
+    for setting in ("default", "retain"):
+      print(f"== --malloc {setting}", flush=True)
+      out = subprocess.run([sys.executable, __file__, "--malloc", setting] +
+                           (["--quick"] if args.quick else []),
+                           check=True, capture_output=True, text=True).stdout
+      print(out, end="", flush=True)
+      lines[setting] = [line for line in out.splitlines() if line.startswith("ratio ")][-1]
+    print(f"retain: {lines['retain']}")
+    print(f"default: {lines['default']}")
+    print(lines["default"])
+    return
+  print(f"malloc: {args.malloc}")
+  print(ratio_line(measure(args.quick)))
 
 
 if __name__ == "__main__":

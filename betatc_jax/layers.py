@@ -118,28 +118,31 @@ def _shifted_windows(x: jax.Array, offsets: list[tuple[int, int]],
   return jnp.concatenate([_shift(x, dy, dx, out_hw) for dy, dx in offsets], axis=-1)
 
 
-def _shifted_tap_sum(p: jax.Array, taps: list[tuple[int, int, int, int]],
-                     out_hw: tuple[int, int]) -> jax.Array:
-  """Output-side sum: ``y[b, i, j] = Σ_(ty, tx, dy, dx) p[b, i + dy, j + dx, ty, tx]``,
-  zero outside.
+def _shifted_tap_sums(p: jax.Array, groups: list[list[tuple[int, int, int, int]]],
+                      out_hw: tuple[int, int]) -> list[jax.Array]:
+  """Output-side sums: for each group g,
+  ``y_g[b, i, j] = Σ_(ty, tx, dy, dx) ∈ g  p[b, i + dy, j + dx, ty, tx]``, zero outside.
 
   Args:
     p: [B, H, W, Ty, Tx, C] per-tap products.
-    taps: (ty, tx, dy, dx) tuples.
+    groups: lists of (ty, tx, dy, dx) tuples.
     out_hw: (Ho, Wo).
 
   Returns:
-    [B, Ho, Wo, C].
+    One [B, Ho, Wo, C] array per group.
   """
   b, h, w, ty_count, tx_count, c = p.shape
   # One split into per-tap arrays (its gradient is one concatenate), not a
   # slice per tap (whose gradient would be a full-size pad each).
   per_tap = jnp.split(p.reshape(b, h, w, ty_count * tx_count * c), ty_count * tx_count, axis=-1)
-  out = None
-  for ty, tx, dy, dx in taps:
-    term = _shift(per_tap[ty * tx_count + tx], dy, dx, out_hw)
-    out = term if out is None else out + term
-  return out
+  sums = []
+  for taps in groups:
+    out = jnp.zeros((b,) + tuple(out_hw) + (c,), p.dtype) if not taps else None
+    for ty, tx, dy, dx in taps:
+      term = _shift(per_tap[ty * tx_count + tx], dy, dx, out_hw)
+      out = term if out is None else out + term
+    sums.append(out)
+  return sums
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
@@ -167,7 +170,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
     # No padding or space-to-depth: the taps read P = x @ W outside x as zeros.
     p = matmul(x, kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * cout)).reshape(b, h, w, k, k, cout)
     taps = [(a, c, a - padding, c - padding) for a in range(k) for c in range(k)]
-    return _shifted_tap_sum(p, taps, (oh, ow))
+    return _shifted_tap_sums(p, [taps], (oh, ow))[0]
   q = math.ceil(k / s)                                   # taps per axis after space-to-depth
   uh, uw = oh + q - 1, ow + q - 1                        # space-to-depth rows used
   xp = jnp.pad(x, ((0, 0), (padding, max(0, s * uh - h - padding)),
@@ -181,7 +184,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
     return matmul(patches, kp.transpose(0, 2, 1, 3, 4, 5).reshape(q * q * s * s * cin, cout))
   wmat = kp.transpose(1, 3, 4, 0, 2, 5).reshape(s * s * cin, q * q * cout)
   p = matmul(xs, wmat).reshape(b, uh, uw, q, q, cout)
-  return _shifted_tap_sum(p, [(qy, qx, qy, qx) for qy, qx in offsets], (oh, ow))
+  return _shifted_tap_sums(p, [[(qy, qx, qy, qx) for qy, qx in offsets]], (oh, ow))[0]
 
 
 def conv_transpose2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
@@ -228,15 +231,10 @@ def conv_transpose2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
   # One matmul into all k·k taps, then shifted sums per phase.
   taps_all = matmul(x, kernel.transpose(3, 0, 1, 2).reshape(cin, k * k * cout)).reshape(
       b, h, w, k, k, cout)
-  phases = []
-  for ry in range(s):
-    row = []
-    for rx in range(s):
-      taps = [(s * dy + ry + p, s * dx + rx + p, -dy, -dx) for dy in deltas[ry] for dx in deltas[rx]]
-      row.append(_shifted_tap_sum(taps_all, taps, (m, n)) if taps else
-                 jnp.zeros((b, m, n, cout), x.dtype))
-    phases.append(jnp.stack(row, axis=3))                # [B, M, N, s(rx), C]
-  return jnp.stack(phases, axis=2).reshape(b, oh, ow, cout)  # [B, M, s(ry), N, s(rx), C]
+  groups = [[(s * dy + ry + p, s * dx + rx + p, -dy, -dx) for dy in deltas[ry] for dx in deltas[rx]]
+            for ry in range(s) for rx in range(s)]
+  y = jnp.stack(_shifted_tap_sums(taps_all, groups, (m, n)), axis=3)   # [B, M, N, (ry, rx), C]
+  return y.reshape(b, m, n, s, s, cout).transpose(0, 1, 3, 2, 4, 5).reshape(b, oh, ow, cout)
 
 
 class Dense(nn.Module):

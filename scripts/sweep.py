@@ -330,4 +330,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  from betatc_jax import host_memory
+  host_memory.retain_freed_memory()  # before JAX starts its threads
   sys.exit(main())
