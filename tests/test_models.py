@@ -1,6 +1,8 @@
 """Models: shapes, the VAE surface, input validation, PyTorch-semantics convs
 (both implementations)."""
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -16,14 +18,17 @@ from betatc_jax import layers, models
                                         ("mlp", (8, 8, 1)), ("conv", (64, 64, 1))])
 def test_vae_surface_shapes(arch, shape):
   model = models.VAE(arch=arch, latent_dim=5, image_shape=shape)
-  x = jnp.zeros((3,) + shape)
-  params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
-  out, mu, logvar, z = model.apply({"params": params}, x, jax.random.key(2))
+  x = jax.random.uniform(jax.random.key(4), (3,) + shape)
+  params = jax.jit(model.init)(jax.random.key(0), x, jax.random.key(1))["params"]
+
+  def apply(method, *args, **static):
+    return jax.jit(functools.partial(model.apply, method=method, **static))({"params": params}, *args)
+
+  out, mu, logvar, z = apply("__call__", x, jax.random.key(2))
   assert out.shape == (3,) + shape and mu.shape == logvar.shape == z.shape == (3, 5)
-  assert model.apply({"params": params}, jax.random.key(3), 7, method="sample").shape == (7,) + shape
-  recon = model.apply({"params": params}, x, method="reconstruct")
+  assert apply("sample", jax.random.key(3), num_samples=7).shape == (7,) + shape
   # reconstruct decodes the posterior mean: the same as decode(mu).
-  np.testing.assert_allclose(recon, model.apply({"params": params}, mu, method="decode"), atol=1e-6)
+  np.testing.assert_allclose(apply("reconstruct", x), apply("decode", mu), atol=1e-5)
 
 
 def test_reparameterization_uses_the_key():
@@ -42,8 +47,9 @@ def test_reparameterization_uses_the_key():
 def test_tanh_output_activation_bounds_output():
   model = models.VAE(arch="seed_conv", latent_dim=3, image_shape=(64, 64, 1), output_activation="tanh")
   x = jnp.ones((2, 64, 64, 1))
-  params = model.init(jax.random.key(0), x, jax.random.key(1))["params"]
-  out = model.apply({"params": params}, 50 * jnp.ones((2, 3)), method="decode")
+  params = jax.jit(model.init)(jax.random.key(0), x, jax.random.key(1))["params"]
+  out = jax.jit(functools.partial(model.apply, method="decode"))({"params": params},
+                                                                 50 * jnp.ones((2, 3)))
   assert float(jnp.abs(out).max()) <= 1.0
 
 
