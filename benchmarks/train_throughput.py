@@ -37,9 +37,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from betatc_jax import host_memory  # noqa: E402
 
-# The allocator setting must come before JAX and torch start their threads.
-if __name__ == "__main__" and "--malloc" in sys.argv and \
-    sys.argv[sys.argv.index("--malloc") + 1:][:1] == ["retain"]:
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--malloc", choices=("default", "retain", "both"), default="default")
+  return parser.parse_args(argv)
+
+
+# Parsed before JAX and torch are imported: the allocator setting must come
+# before they start their threads.
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.malloc == "retain":
   host_memory.retain_freed_memory()
 
 import jax  # noqa: E402
@@ -162,18 +171,14 @@ def measure(quick: bool) -> dict[str, float]:
   return ratios
 
 
+CASES = ("seed_conv/64", "mlp/64", "seed_conv/256", "mlp/256")
+
+
 def ratio_line(ratios: dict[str, float]) -> str:
   return "ratio " + " ".join(f"{k}={ratios[k]:.2f}" for k in CASES)
 
 
-CASES = ("seed_conv/64", "mlp/64", "seed_conv/256", "mlp/256")
-
-
-def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--malloc", choices=("default", "retain", "both"), default="default")
-  args = parser.parse_args()
+def main(args: argparse.Namespace):
   if args.malloc == "both":
     lines = {}
     for setting in ("default", "retain"):
@@ -184,7 +189,6 @@ def main():
       print(out, end="", flush=True)
       lines[setting] = [line for line in out.splitlines() if line.startswith("ratio ")][-1]
     print(f"retain: {lines['retain']}")
-    print(f"default: {lines['default']}")
     print(lines["default"])
     return
   print(f"malloc: {args.malloc}")
@@ -192,4 +196,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  main(ARGS)

@@ -65,7 +65,7 @@ def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   (M = ∏ x.shape[:-1]). Autodiff of ``x @ w`` gives XLA:CPU the same sums
   as one contraction over all leading axes, which it lays out with extra
   transposed copies; this form makes the train step of the seed's conv net
-  ~20% faster and the MLP's 10–25% (``benchmarks/RESULTS.md``).
+  ~20% faster and the MLP's 11–16% (``benchmarks/RESULTS.md``).
   """
   return x @ w
 

@@ -183,7 +183,7 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
   new_state = state.apply_gradients(grads=grads)
   # The barrier puts the norm's reductions after the update. Left free,
   # XLA:CPU runs them between the backward pass's GEMMs, which made the MLP
-  # step 30-40% slower on 2 cores (benchmarks/RESULTS.md).
+  # step at B=64 11-15% slower on 2 cores (benchmarks/RESULTS.md).
   grads, new_state = jax.lax.optimization_barrier((grads, new_state))
   grad_norm = optax.tree.norm(grads)
   metrics = dict(metrics, grad_norm=grad_norm,
