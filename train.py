@@ -13,7 +13,7 @@ from betatc_jax import host_memory
 
 host_memory.retain_freed_memory()  # before JAX starts its threads: no page faults per step
 
-from betatc_jax import train_lib  # noqa: E402
+from betatc_jax import experiment  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")
@@ -26,7 +26,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # keep Orbax's INFO logs out of the progress bar
     logging.set_verbosity(logging.WARNING)
-  train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  experiment.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,12 @@ and the estimators differ only in the weights w:
   largest density q(z_i|x_i) is weighted 1/M instead of 1/N, which biases
   q(z) high (MI low, TC high). Kept only for parity tests and comparisons.
 
+The estimator can also be chosen by an int32 array, its index in
+``ESTIMATORS`` (``estimator_code``): then one compiled function serves every
+estimator, as a vmapped population of runs needs. The rows of w are built
+from indices for all three layouts and the code selects one, so the values
+are exactly those of the named estimator, and no [B, B] array is stored.
+
 This module imports only jax, numpy and chex, so other projects can use the
 estimators without the trainer or the data code.
 """
@@ -48,6 +54,18 @@ import numpy as np
 
 Estimator = Literal["mss", "mws", "reference"]
 ESTIMATORS: tuple[str, ...] = ("mss", "mws", "reference")
+REFERENCE_CODE = ESTIMATORS.index("reference")
+
+
+def estimator_code(estimator: str) -> int:
+  """The index of ``estimator`` in ``ESTIMATORS``: the array form of the choice.
+
+  Raises:
+    ValueError: for an unknown name.
+  """
+  if estimator not in ESTIMATORS:
+    raise ValueError(f"Unknown estimator {estimator!r}; expected one of {ESTIMATORS}.")
+  return ESTIMATORS.index(estimator)
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -68,10 +86,10 @@ def gaussian_log_density(x: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.
   return -0.5 * (_LOG_2PI + logvar + jnp.square(x - mu) * jnp.exp(-logvar))
 
 
-def _check_sizes(batch_size: int, dataset_size: int, estimator: str) -> None:
-  if estimator not in ESTIMATORS:
-    raise ValueError(
-        f"Unknown estimator {estimator!r}; expected one of {ESTIMATORS}.")
+def _check_sizes(batch_size: int, dataset_size: int, estimator: str | jax.Array) -> None:
+  if not isinstance(estimator, str):   # a code array: the values are checked where it is made
+    estimator = "mws" if batch_size < 2 else "mss"
+  estimator_code(estimator)
   if not isinstance(dataset_size, (int, np.integer)) or isinstance(dataset_size, bool):
     raise ValueError(
         "dataset_size must be a Python int (the number N of training points), "
@@ -106,13 +124,21 @@ def log_importance_weights(batch_size: int, dataset_size: int) -> jax.Array:
 
 
 def _log_weight_rows(rows: jax.Array, batch_size: int, dataset_size: int,
-                     estimator: str) -> jax.Array:
+                     estimator: str | jax.Array) -> jax.Array:
   """Rows ``rows`` of the [B, B] log weights, built from indices: [R, B].
 
   The constants are computed once on the host (float64 log for MSS and MWS;
   float32 values and log, as torch computes them, for the reference), so any
-  block of rows equals the same rows of the full matrix exactly.
+  block of rows equals the same rows of the full matrix exactly. For a code
+  array, every layout is built and the code selects one (with B < 2 only
+  MWS is defined, and the other layouts are NaN).
   """
+  if not isinstance(estimator, str):
+    layouts = [_log_weight_rows(rows, batch_size, dataset_size, name) if batch_size >= 2
+               or name == "mws" else jnp.full((len(rows), batch_size), jnp.nan, jnp.float32)
+               for name in ESTIMATORS]
+    return jnp.select([estimator == code for code in range(len(ESTIMATORS) - 1)],
+                      layouts[:-1], layouts[-1])
   b, n = batch_size, float(dataset_size)
   m = b - 1
   cols = jnp.arange(b)[None, :]
@@ -145,14 +171,18 @@ def _log_q_zx_matrix(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Arra
 
 
 def _aggregate_rows(rows: jax.Array, z_rows: jax.Array, mu: jax.Array, logvar: jax.Array,
-                    dataset_size: int, estimator: str) -> tuple[jax.Array, jax.Array]:
+                    dataset_size: int, estimator: str | jax.Array) -> tuple[jax.Array, jax.Array]:
   """log q(z_i) and log ∏_d q(z_id) for the samples ``rows``: ([R], [R])."""
   log_q_zx_matrix = _log_q_zx_matrix(z_rows, mu, logvar)                # [R, B, D]
   log_w = _log_weight_rows(rows, mu.shape[0], dataset_size, estimator)   # [R, B]
-  if estimator == "reference":  # log w is added to every dimension before the sum
-    log_q_z = jax.nn.logsumexp((log_q_zx_matrix + log_w[:, :, None]).sum(-1), axis=1)
+  # The reference adds log w to every dimension before the sum over d.
+  joint = {False: lambda: log_q_zx_matrix.sum(-1) + log_w,
+           True: lambda: (log_q_zx_matrix + log_w[:, :, None]).sum(-1)}
+  if isinstance(estimator, str):
+    log_joint = joint[estimator == "reference"]()
   else:
-    log_q_z = jax.nn.logsumexp(log_q_zx_matrix.sum(-1) + log_w, axis=1)
+    log_joint = jnp.where(estimator == REFERENCE_CODE, joint[True](), joint[False]())
+  log_q_z = jax.nn.logsumexp(log_joint, axis=1)
   log_prod_q_zj = jax.nn.logsumexp(log_q_zx_matrix + log_w[:, :, None], axis=1).sum(-1)
   return log_q_z, log_prod_q_zj
 
@@ -180,7 +210,7 @@ def kl_decomposition(
     mu: jax.Array,
     logvar: jax.Array,
     dataset_size: int,
-    estimator: Estimator = "mss",
+    estimator: Estimator | jax.Array = "mss",
     block_size: int | str | None = "auto",
 ) -> dict[str, jax.Array]:
   """Minibatch estimate of the decomposition mi + tc + dim_kl.
@@ -201,7 +231,8 @@ def kl_decomposition(
     logvar: [B, D] posterior log variances.
     dataset_size: N, the number of points the batch is drawn from (a Python
       int; it enters the weights, and with it the constant log N).
-    estimator: ``"mss"`` (default), ``"mws"`` or ``"reference"``.
+    estimator: ``"mss"`` (default), ``"mws"`` or ``"reference"``, or its
+      ``estimator_code`` as an int32 scalar array (may be traced).
     block_size: None (one shot), ``"auto"``, or rows per block.
 
   Returns:

@@ -10,6 +10,7 @@ training (``config.eval.at_end``).
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import sys
@@ -67,12 +68,18 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
   return step, restored["params"]
 
 
+@functools.lru_cache(maxsize=8)
+def _jit_encoder(model):
+  """One compiled encoder per model (params are an argument, so a population's
+  members share it)."""
+  return jax.jit(lambda params, batch: model.apply(
+      {"params": params}, batch.astype(jnp.float32) / 255.0, method="encode"))
+
+
 def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
                    ) -> tuple[np.ndarray, np.ndarray]:
   """Posterior (mu, logvar) of every image: uint8 [N, H, W, C] -> 2 × [N, D]."""
-  @jax.jit
-  def encode(batch):
-    return model.apply({"params": params}, batch.astype(jnp.float32) / 255.0, method="encode")
+  encode = _jit_encoder(model)
 
   mus, logvars = [], []
   for start in range(0, len(images), batch_size):
@@ -80,7 +87,7 @@ def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
     n = len(batch)
     if n < batch_size:  # pad to one compiled shape
       batch = np.concatenate([batch, np.zeros((batch_size - n,) + batch.shape[1:], batch.dtype)])
-    mu, logvar = encode(batch)
+    mu, logvar = encode(params, batch)
     mus.append(np.asarray(mu)[:n])
     logvars.append(np.asarray(logvar)[:n])
   return np.concatenate(mus), np.concatenate(logvars)

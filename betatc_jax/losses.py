@@ -6,7 +6,7 @@ any JAX training loop.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import chex
 import jax
@@ -18,7 +18,7 @@ Likelihood = Literal["bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
 
 
-def linear_anneal(step: jax.Array | int, anneal_steps: int) -> jax.Array:
+def linear_anneal(step: jax.Array | int, anneal_steps: jax.Array | int) -> jax.Array:
   """Weight of the dimension-wise KL during warm-up: min((step + 1)/T, 1).
 
   ``step`` counts the updates already applied (0 for the first update), so
@@ -28,15 +28,17 @@ def linear_anneal(step: jax.Array | int, anneal_steps: int) -> jax.Array:
 
   Args:
     step: scalar int, the 0-based update index.
-    anneal_steps: T, the length of the warm-up.
+    anneal_steps: T, the length of the warm-up (a Python int or an int array).
 
   Returns:
     A float32 scalar in (0, 1].
   """
-  if anneal_steps <= 0:
+  if isinstance(anneal_steps, int) and anneal_steps <= 0:
     return jnp.ones((), jnp.float32)
   step = jnp.asarray(step, jnp.float32)
-  return jnp.minimum((step + 1.0) / float(anneal_steps), 1.0)
+  anneal_steps = jnp.asarray(anneal_steps)
+  ramp = jnp.minimum((step + 1.0) / jnp.maximum(anneal_steps, 1).astype(jnp.float32), 1.0)
+  return jnp.where(anneal_steps > 0, ramp, 1.0).astype(jnp.float32)
 
 
 def reconstruction_nll(
@@ -67,6 +69,102 @@ def reconstruction_nll(
     raise ValueError(
         f"Unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}.")
   return per_pixel.reshape(x.shape[0], -1).sum(-1)
+
+
+class ObjectiveWeights(NamedTuple):
+  """The weights of ``weighted_objective``, as arrays (scalars for one run,
+  [K] for a vmapped population of K runs), so one compiled step serves
+  β-VAE and β-TCVAE runs with any β and estimator.
+
+  Attributes:
+    mi, tc, dim_kl, kl: float32 weights of the four KL terms.
+    anneal_steps: int32 warm-up length of dim_kl (0: none).
+    estimator: int32 ``estimators.estimator_code`` of the decomposition.
+  """
+  mi: jax.Array
+  tc: jax.Array
+  dim_kl: jax.Array
+  kl: jax.Array
+  anneal_steps: jax.Array
+  estimator: jax.Array
+
+
+OBJECTIVES: tuple[str, ...] = ("betatc", "beta_vae")
+
+
+def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0,
+                      anneal_steps: int = 0, estimator: str = "mss") -> ObjectiveWeights:
+  """The weights that make ``weighted_objective`` one of the named objectives.
+
+  * ``"betatc"``: mi, tc, dim_kl weighted α, β, γ (``betatc_objective``).
+  * ``"beta_vae"``: the analytic KL weighted β (``beta_vae_objective``); the
+    decomposition is then computed for monitoring only (weight 0).
+
+  Raises:
+    ValueError: for an unknown objective or estimator.
+  """
+  if name not in OBJECTIVES:
+    raise ValueError(f"Unknown objective {name!r}; expected one of {OBJECTIVES}.")
+  mi, tc, dim_kl, kl = (alpha, beta, gamma, 0.0) if name == "betatc" else (0.0, 0.0, 0.0, beta)
+  f32 = lambda v: jnp.asarray(v, jnp.float32)
+  return ObjectiveWeights(f32(mi), f32(tc), f32(dim_kl), f32(kl),
+                          jnp.asarray(anneal_steps, jnp.int32),
+                          jnp.asarray(estimators.estimator_code(estimator), jnp.int32))
+
+
+def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, likelihood,
+                  w_mi, w_tc, w_dim_kl, w_kl, anneal) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl, and its terms."""
+  chex.assert_rank([mu, logvar, z], 2)
+  chex.assert_equal_shape([mu, logvar, z])
+  recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
+  terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator)
+  kl = jnp.mean(estimators.gaussian_kl_to_standard_normal(mu, logvar))
+  anneal = jnp.asarray(anneal, jnp.float32)
+  loss = recon + w_mi * terms["mi"] + w_tc * terms["tc"] + w_dim_kl * anneal * terms["dim_kl"]
+  if not (isinstance(w_kl, float) and w_kl == 0.0):
+    loss = loss + w_kl * kl
+  metrics = {"loss": loss, "recon": recon, "mi": terms["mi"], "tc": terms["tc"],
+             "dim_kl": terms["dim_kl"], "kl": kl, "elbo": -recon - kl, "anneal": anneal}
+  return loss, metrics
+
+
+def weighted_objective(
+    x: jax.Array,
+    decoder_out: jax.Array,
+    mu: jax.Array,
+    logvar: jax.Array,
+    z: jax.Array,
+    step: jax.Array | int,
+    weights: ObjectiveWeights,
+    *,
+    dataset_size: int,
+    likelihood: Likelihood = "bernoulli",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """β-VAE and β-TCVAE as one function of array weights:
+
+      loss = −E log p(x|z) + w_mi·mi + w_tc·tc + w_dim_kl·anneal(step)·dim_kl + w_kl·KL
+
+  with the decomposition from ``weights.estimator`` and the analytic KL.
+  ``objective_weights`` gives the weights of each named objective; with them
+  the loss equals ``betatc_objective`` / ``beta_vae_objective`` (a zero
+  weight adds an exact 0, so the values and gradients are the same).
+
+  Args:
+    x, decoder_out: [B, H, W, C]; mu, logvar, z: [B, D].
+    step: the 0-based update index (for the warm-up).
+    weights: scalar ``ObjectiveWeights``.
+    dataset_size: N, the size of the training set.
+    likelihood: ``"bernoulli"`` or ``"gaussian"``.
+
+  Returns:
+    (loss, metrics) with ``loss``, ``recon``, ``mi``, ``tc``, ``dim_kl``,
+    ``kl``, ``elbo`` and ``anneal``.
+  """
+  return _weighted_sum(
+      x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=weights.estimator,
+      likelihood=likelihood, w_mi=weights.mi, w_tc=weights.tc, w_dim_kl=weights.dim_kl,
+      w_kl=weights.kl, anneal=linear_anneal(step, weights.anneal_steps))
 
 
 def betatc_objective(
@@ -105,25 +203,9 @@ def betatc_objective(
     ``mi``, ``tc``, ``dim_kl``, ``kl`` (analytic E KL(q(z|x)‖p(z))),
     ``elbo`` (−recon − kl) and ``anneal``.
   """
-  chex.assert_rank([mu, logvar, z], 2)
-  chex.assert_equal_shape([mu, logvar, z])
-  recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
-  terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator)
-  anneal = jnp.asarray(anneal, jnp.float32)
-  loss = (recon + alpha * terms["mi"] + beta * terms["tc"]
-          + gamma * anneal * terms["dim_kl"])
-  kl = jnp.mean(estimators.gaussian_kl_to_standard_normal(mu, logvar))
-  metrics = {
-      "loss": loss,
-      "recon": recon,
-      "mi": terms["mi"],
-      "tc": terms["tc"],
-      "dim_kl": terms["dim_kl"],
-      "kl": kl,
-      "elbo": -recon - kl,
-      "anneal": anneal,
-  }
-  return loss, metrics
+  return _weighted_sum(
+      x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=estimator,
+      likelihood=likelihood, w_mi=alpha, w_tc=beta, w_dim_kl=gamma, w_kl=0.0, anneal=anneal)
 
 
 def beta_vae_objective(

@@ -1,7 +1,13 @@
 """Training: config validation, state, the jitted data-parallel step, the loop.
 
-``train_step`` is a module-level pure function; ``train_and_evaluate`` only
-wires data, state, checkpoints and logging together.
+``train_step`` is a module-level pure function; ``train`` only wires data,
+state, checkpoints and logging together. The run's hyperparameters that may
+differ between the members of a population (the objective's weights, the
+estimator, the learning rate) are arrays in the state, not static closures,
+so ``jax.vmap(train_step)`` trains a population (``betatc_jax.population``).
+
+Evaluation sits above this module: ``betatc_jax.experiment.train_and_evaluate``
+trains, then calls ``betatc_jax.evaluate``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from betatc_jax import checkpointing, estimators, layers, losses, models, shardi
 from betatc_jax.data import load_dataset, pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
-OBJECTIVES = ("betatc", "beta_vae")
+OBJECTIVES = losses.OBJECTIVES
 
 
 # ------------------------------------------------------------------ config
@@ -112,8 +118,17 @@ def dataset_from_config(config: ml_collections.ConfigDict) -> GroundTruthDataset
 # ------------------------------------------------------------------ state and step
 
 class TrainState(train_state.TrainState):
-  """flax TrainState plus the objective, a static function
-  ``objective(x, decoder_out, mu, logvar, z, step) -> (loss, metrics)``."""
+  """flax TrainState plus the run's array hyperparameters and the objective.
+
+  Attributes:
+    weights: ``losses.ObjectiveWeights`` (which objective, β, estimator, ...).
+    learning_rate: float32 scalar; ``tx`` is Adam without its learning rate.
+    objective: static ``losses.weighted_objective`` with the dataset size and
+      likelihood bound: ``objective(x, decoder_out, mu, logvar, z, step,
+      weights) -> (loss, metrics)``.
+  """
+  weights: losses.ObjectiveWeights
+  learning_rate: jax.Array
   objective: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] = flax.struct.field(
       pytree_node=False)
 
@@ -125,35 +140,47 @@ def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, i
                     conv_impl=config.model.conv_impl)
 
 
-def _betatc(x, decoder_out, mu, logvar, z, step, *, obj, dataset_size):
-  return losses.betatc_objective(
-      x, decoder_out, mu, logvar, z, dataset_size=dataset_size,
-      anneal=losses.linear_anneal(step, obj["anneal_steps"]), alpha=obj["alpha"],
-      beta=obj["beta"], gamma=obj["gamma"], estimator=obj["estimator"],
-      likelihood=obj["likelihood"])
-
-
-def _beta_vae(x, decoder_out, mu, logvar, z, step, *, obj, dataset_size):
-  del step
-  return losses.beta_vae_objective(
-      x, decoder_out, mu, logvar, beta=obj["beta"], likelihood=obj["likelihood"],
-      z=z, dataset_size=dataset_size, estimator=obj["estimator"])
-
-
 def make_objective(config: ml_collections.ConfigDict, dataset_size: int) -> Callable:
-  """The config's objective as a function of (x, decoder_out, mu, logvar, z, step)."""
-  obj = dict(config.objective)
-  fn = _betatc if obj["name"] == "betatc" else _beta_vae
-  return functools.partial(fn, obj=obj, dataset_size=int(dataset_size))
+  """``losses.weighted_objective`` with what every run on this data shares bound."""
+  return functools.partial(losses.weighted_objective, dataset_size=int(dataset_size),
+                           likelihood=config.objective.likelihood)
+
+
+def objective_weights(config: ml_collections.ConfigDict) -> losses.ObjectiveWeights:
+  """The config's objective (name, α, β, γ, warm-up, estimator) as arrays."""
+  obj = config.objective
+  return losses.objective_weights(obj.name, alpha=obj.alpha, beta=obj.beta, gamma=obj.gamma,
+                                  anneal_steps=obj.anneal_steps, estimator=obj.estimator)
+
+
+def adam_without_learning_rate() -> optax.GradientTransformation:
+  """``optax.adam`` with the step size left out (it is ``state.learning_rate``).
+
+  The same state structure as ``optax.adam(lr)``, so checkpoints are the
+  same, and lr·(−u) equals adam's (−lr)·u exactly.
+  """
+  return optax.chain(optax.scale_by_adam(), optax.scale(-1.0))
+
+
+def init_params(model: models.VAE, image_shape: tuple[int, int, int], seed: int | jax.Array
+                ) -> tuple[Any, jax.Array]:
+  """A run's initial parameters and base step key, both from ``seed``:
+  ``init_key, step_key = split(key(seed))``; params from ``init_key``."""
+  init_key, step_key = jax.random.split(jax.random.key(seed))
+  params = model.init(init_key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
+  return params, step_key
 
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
-                       image_shape: tuple[int, int, int], dataset_size: int) -> TrainState:
-  """Initialises parameters (from ``key``) and Adam."""
+                       image_shape: tuple[int, int, int], dataset_size: int,
+                       params: Any = None) -> TrainState:
+  """Initialises parameters (from ``key``, unless ``params`` are given) and Adam."""
   model = make_model(config, image_shape)
-  params = model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
-  return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=optax.adam(config.learning_rate),
+  if params is None:
+    params = model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
+  return TrainState.create(apply_fn=model.apply, params=params, tx=adam_without_learning_rate(),
+                           weights=objective_weights(config),
+                           learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
                            objective=make_objective(config, dataset_size))
 
 
@@ -162,7 +189,7 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
   """One update on the global batch.
 
   Args:
-    state: the train state (params, Adam state, step).
+    state: the train state (params, Adam state, step, hyperparameters).
     batch: uint8 [B, H, W, C] images in [0, 255]; converted to float here,
       on the device.
     key: the run's base key; the step's key is ``fold_in(key, state.step)``,
@@ -177,10 +204,13 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
 
   def loss_fn(params):
     decoder_out, mu, logvar, z = state.apply_fn({"params": params}, x, step_key)
-    return state.objective(x, decoder_out, mu, logvar, z, state.step)
+    return state.objective(x, decoder_out, mu, logvar, z, state.step, state.weights)
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  new_state = state.apply_gradients(grads=grads)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: state.learning_rate * u, updates)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state)
   # The barrier puts the norm's reductions after the update. Left free,
   # XLA:CPU runs them between the backward pass's GEMMs, which made the MLP
   # step at B=64 11-15% slower on 2 cores (benchmarks/RESULTS.md).
@@ -221,9 +251,28 @@ def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   path.write_text("".join(row + "\n" for row in rows))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def first_non_finite(host: list[dict[str, np.ndarray]]) -> int | None:
+  """Index of the first step whose metrics say non-finite, or None."""
+  bad = [i for i, m in enumerate(host) if m["finite"] < 1.0]
+  return bad[0] if bad else None
+
+
+def non_finite_message(metrics: dict[str, Any], step: int, last_saved: int | None,
+                       directory: Any, who: str = "") -> str:
+  return (f"Non-finite loss or gradients{who} at step {step} (loss={metrics['loss']}, "
+          f"grad_norm={metrics['grad_norm']}). Training stopped; the last good checkpoint is "
+          f"step {last_saved} in {directory}.")
+
+
+def mean_row(host: list[dict[str, np.ndarray]]) -> dict[str, float]:
+  """The mean of each logged metric over the steps since the last log."""
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from ``workdir/checkpoints`` if there is one) and writes
-  metrics.jsonl, TensorBoard events and PNGs to ``workdir``.
+  metrics.jsonl, TensorBoard events and PNGs to ``workdir``. Evaluation is
+  ``betatc_jax.experiment.train_and_evaluate``.
 
   Raises:
     ValueError: for an invalid config, before any work.
@@ -251,12 +300,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   is_chief = jax.process_index() == 0
   replicated = sharding.replicated(mesh)
 
-  def init():  # traced once, so every process builds the same global arrays
-    init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(config, init_key, dataset.observation_shape, len(dataset))
+  model = make_model(config, dataset.observation_shape)
+
+  def init(seed):  # traced once, so every process builds the same global arrays
+    params, step_key = init_params(model, dataset.observation_shape, seed)
+    state = create_train_state(config, None, dataset.observation_shape, len(dataset), params)
     return state, step_key
 
-  state, step_key = jax.jit(init, out_shardings=replicated)()
+  state, step_key = jax.jit(init, out_shardings=replicated)(config.seed)
   state_sharding = jax.tree.map(lambda _: replicated, state)
 
   manager = checkpointing.make_manager(workdir_path, config.keep_checkpoints)
@@ -289,17 +340,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if done % config.log_every_steps == 0 or done == config.num_train_steps or \
          done % config.checkpoint_every_steps == 0:
         host = jax.device_get(pending)
-        bad = [start for start, m in enumerate(host) if m["finite"] < 1.0]
-        if bad:
-          failed = done - len(host) + bad[0]
+        bad = first_non_finite(host)
+        if bad is not None:
           manager.wait_until_finished()
-          raise NonFiniteLossError(
-              f"Non-finite loss or gradients at step {failed + 1} "
-              f"(loss={host[bad[0]]['loss']}, grad_norm={host[bad[0]]['grad_norm']}). "
-              f"Training stopped; the last good checkpoint is step {last_saved} in "
-              f"{manager.directory}.")
+          raise NonFiniteLossError(non_finite_message(host[bad], done - len(host) + bad + 1,
+                                                      last_saved, manager.directory))
         elapsed = time.perf_counter() - t0
-        row = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+        row = mean_row(host)
         row.update(step=done, steps_per_sec=len(host) / elapsed,
                    images_per_sec=images_since / elapsed)
         if done % config.log_every_steps == 0 or done == config.num_train_steps:
@@ -316,13 +363,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager.wait_until_finished()
 
   if is_chief:
-    params = jax.device_get(state.params)
-    model = make_model(config, dataset.observation_shape)
-    plotting.write_training_pngs(workdir_path, model, params, dataset, config,
+    plotting.write_training_pngs(workdir_path, model, jax.device_get(state.params), dataset, config,
                                  jax.random.key(config.seed + 1))
-    if config.eval.at_end:
-      from betatc_jax import evaluate
-      result = evaluate.evaluate_params(config, params, dataset, step=int(state.step),
-                                        workdir=workdir_path)
-      print(evaluate.format_table(result), flush=True)
   return state

@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from betatc_jax import evaluate, train_lib
+from betatc_jax import evaluate, experiment, train_lib
 from train_test import small_config
 
 
@@ -14,7 +14,7 @@ from train_test import small_config
 def evaluated(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("eval_run")
   config = small_config(**{"eval.at_end": True, "eval.num_samples": 500})
-  train_lib.train_and_evaluate(config, str(workdir))
+  experiment.train_and_evaluate(config, str(workdir))
   return workdir
 
 

@@ -55,7 +55,7 @@ def checkpoint_steps(workdir):
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = small_config()
-  state = train_lib.train_and_evaluate(config, str(workdir))
+  state = train_lib.train(config, str(workdir))
   return workdir, config, state
 
 
@@ -100,7 +100,7 @@ def test_train_step_is_one_adam_update_with_the_true_grad_norm():
 
     def loss_fn(params):
       out, mu, logvar, z = model.apply({"params": params}, x, jax.random.fold_in(key, 0))
-      return state.objective(x, out, mu, logvar, z, 0)[0]
+      return state.objective(x, out, mu, logvar, z, 0, state.weights)[0]
     return jax.jit(jax.grad(loss_fn))(state.params)
 
   grads = grads_of(plain)
@@ -125,9 +125,9 @@ def test_train_step_is_one_adam_update_with_the_true_grad_norm():
 
 def test_resume_equals_uninterrupted(trained, tmp_path):
   workdir, config, _ = trained
-  train_lib.train_and_evaluate(small_config(num_train_steps=6), str(tmp_path))
+  train_lib.train(small_config(num_train_steps=6), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6]
-  train_lib.train_and_evaluate(small_config(num_train_steps=12), str(tmp_path))
+  train_lib.train(small_config(num_train_steps=12), str(tmp_path))
   resumed, uninterrupted = read_rows(tmp_path), read_rows(workdir)
   assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted]
   for a, b in zip(resumed, uninterrupted):
@@ -138,7 +138,7 @@ def test_resume_equals_uninterrupted(trained, tmp_path):
 def test_finished_run_is_not_retrained(trained):
   workdir, config, _ = trained
   before = read_rows(workdir)
-  state = train_lib.train_and_evaluate(config, str(workdir))
+  state = train_lib.train(config, str(workdir))
   assert int(state.step) == 12 and read_rows(workdir) == before
 
 
@@ -154,7 +154,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 
   monkeypatch.setattr(train_lib, "train_step", poisoned_step)
   with pytest.raises(train_lib.NonFiniteLossError, match="at step 8 .*last good checkpoint is step 6"):
-    train_lib.train_and_evaluate(small_config(), str(tmp_path))
+    train_lib.train(small_config(), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6]
   assert [r["step"] for r in read_rows(tmp_path)] == [2, 4, 6]
 
@@ -162,7 +162,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 def test_real_divergence_is_caught(tmp_path):
   """A learning rate of 1e30 sends the parameters to inf within a few steps."""
   with pytest.raises(train_lib.NonFiniteLossError, match="Non-finite loss or gradients at step"):
-    train_lib.train_and_evaluate(small_config(learning_rate=1e30), str(tmp_path))
+    train_lib.train(small_config(learning_rate=1e30), str(tmp_path))
   assert not (tmp_path / "checkpoints").exists() or checkpoint_steps(tmp_path) in ([], [6])
 
 
@@ -174,7 +174,7 @@ def test_corrupt_checkpoint_is_an_error_not_a_restart(trained, tmp_path):
     if f.is_file() and f.stat().st_size > 1000:
       f.write_bytes(b"\0" * 100)
   with pytest.raises(checkpointing.CheckpointError, match="Cannot restore checkpoint"):
-    train_lib.train_and_evaluate(small_config(num_train_steps=20), str(tmp_path))
+    train_lib.train(small_config(num_train_steps=20), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6, 12]   # nothing overwritten
 
 
@@ -183,7 +183,7 @@ def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
   import shutil
   shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
   with pytest.raises(checkpointing.CheckpointError):
-    train_lib.train_and_evaluate(small_config(**{"model.latent_dim": 5, "num_train_steps": 20}),
+    train_lib.train(small_config(**{"model.latent_dim": 5, "num_train_steps": 20}),
                                  str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6, 12]
 
@@ -201,7 +201,7 @@ def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
 def test_bad_config_fails_before_training(tmp_path, overrides, match):
   workdir = tmp_path / "w"
   with pytest.raises(ValueError, match=match):
-    train_lib.train_and_evaluate(small_config(**overrides), str(workdir))
+    train_lib.train(small_config(**overrides), str(workdir))
   assert not workdir.exists()
 
 
@@ -210,7 +210,7 @@ def test_unknown_config_key(tmp_path):
   config.unlock()
   config.objective.betta = 4.0
   with pytest.raises(ValueError, match=r"Unknown config key\(s\): objective.betta"):
-    train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+    train_lib.train(config, str(tmp_path / "w"))
 
 
 def test_train_py_overrides_and_rejects_unknown_flags(tmp_path):
@@ -230,7 +230,7 @@ _RUNNER = textwrap.dedent("""
     from betatc_jax import train_lib
     from train_test import small_config
     overrides = json.loads(sys.argv[2])
-    train_lib.train_and_evaluate(small_config(num_train_steps=6, **overrides), sys.argv[1])
+    train_lib.train(small_config(num_train_steps=6, **overrides), sys.argv[1])
     print("DEVICES", jax.device_count())
 """)
 
