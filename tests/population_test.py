@@ -1,0 +1,205 @@
+"""Populations: every member is exactly its single run; resume, host data,
+devices, export to single-run workdirs, evaluation, errors."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from betatc_jax import evaluate, population, train_lib
+from train_test import ROOT, checkpoint_steps, read_rows, small_config
+
+LOSS_KEYS = ("loss", "recon", "kl", "mi", "tc", "dim_kl")
+
+# Different objectives, β, estimators, warm-ups, learning rates and seeds
+# (two members share a seed, so they share their data order).
+MEMBERS = [
+    population.Member("tc_mss_b6_s0", {"seed": 0, "objective.beta": 6.0}),
+    population.Member("vae_b4_s1", {"seed": 1, "objective.name": "beta_vae",
+                                    "objective.beta": 4.0}),
+    population.Member("tc_mws_b2_s2", {"seed": 2, "objective.estimator": "mws",
+                                       "objective.beta": 2.0, "learning_rate": 1e-4,
+                                       "objective.anneal_steps": 10}),
+    population.Member("tc_ref_b8_s0", {"seed": 0, "objective.estimator": "reference",
+                                       "objective.beta": 8.0, "objective.alpha": 0.5,
+                                       "objective.gamma": 2.0}),
+]
+
+
+def base_config(steps):
+  return small_config(num_train_steps=steps, log_every_steps=4, checkpoint_every_steps=20,
+                      learning_rate=3e-4)
+
+
+def assert_rows_close(a, b, rtol, keys=LOSS_KEYS, atol=0.0):
+  ra, rb = read_rows(a), read_rows(b)
+  assert [r["step"] for r in ra] == [r["step"] for r in rb] and ra
+  for x, y in zip(ra, rb):
+    for key in keys:
+      np.testing.assert_allclose(x[key], y[key], rtol=rtol, atol=atol,
+                                 err_msg=f"{key} at step {x['step']}")
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+  """A population trained to 20 steps, then resumed to 40 in the same workdir."""
+  workdir = tmp_path_factory.mktemp("pop")
+  population.train_population(base_config(20), MEMBERS, workdir)
+  states, keys = population.train_population(base_config(40), MEMBERS, workdir)
+  return workdir, states, keys
+
+
+def test_first_step_is_the_single_runs_step():
+  """Same init (bit for bit), batch, noise and objective: one population
+  step gives each member the single step's loss terms and Adam moments to
+  float rounding (vmapped, XLA:CPU fuses and vectorises differently, so
+  1-ulp differences are expected; a wrong batch, key or weight would be
+  far off)."""
+  base = base_config(1)
+  configs = population.validate_population(base, MEMBERS)
+  dataset = train_lib.dataset_from_config(base)
+  states, keys = population.create_population_state(configs, dataset.observation_shape,
+                                                    len(dataset))
+  indices = population.member_batch_indices([c.seed for c in configs], 0, 1, 32, len(dataset))
+  batches = np.stack([dataset.images[rows] for rows in indices[0]])
+  new, metrics = jax.jit(population.population_step)(states, batches, keys)
+  single_step = jax.jit(train_lib.train_step)
+  for k, config in enumerate(configs):
+    single = train_lib.create_train_state(config, None, dataset.observation_shape, len(dataset),
+                                          train_lib.init_params(
+                                              train_lib.make_model(config, (64, 64, 1)),
+                                              (64, 64, 1), config.seed)[0])
+    jax.tree.map(np.testing.assert_array_equal, single.params,
+                 population.unstack(states.params, k))
+    one, m = single_step(single, batches[k], keys[k])
+    for key in LOSS_KEYS:
+      np.testing.assert_allclose(m[key], metrics[key][k], rtol=1e-6, atol=1e-7, err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(a)))),
+                 one.opt_state, population.unstack(new.opt_state, k))
+
+
+def test_every_member_equals_its_single_run(resumed, tmp_path):
+  """Member i logs the single run's losses at every logged step to 1e-4
+  relative (measured: at most 6e-6 over the 40 steps). At lr 1e-3 and
+  B = 32 the β=6 MSS member hits a loss spike that amplifies the 1-ulp
+  differences of Adam's update (up to 25% at one logged step), so these
+  runs use lr 3e-4 and 1e-4."""
+  workdir, _, _ = resumed
+  for member in MEMBERS:
+    single = tmp_path / member.name
+    train_lib.train(population.member_config(base_config(40), member), str(single))
+    # mi, tc and dim_kl are differences of close numbers: absolute 1e-3 nats too.
+    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-4,
+                      keys=("loss", "recon", "kl"))
+    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-4,
+                      keys=("mi", "tc", "dim_kl"), atol=1e-3)
+
+
+def test_resume_20_plus_20_equals_40(resumed, tmp_path):
+  workdir, states, _ = resumed
+  assert checkpoint_steps(workdir) == [20, 40]
+  assert np.asarray(states.step).tolist() == [40] * len(MEMBERS)
+  straight, _ = population.train_population(base_config(40), MEMBERS, tmp_path)
+  for member in MEMBERS:
+    assert_rows_close(population.member_dir(workdir, member.name),
+                      population.member_dir(tmp_path, member.name), rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), states.params, straight.params)
+
+
+def test_host_batches_equal_device_batches(tmp_path):
+  members = MEMBERS[:2]
+  on_device, _ = population.train_population(base_config(8), members, tmp_path / "device")
+  on_host, _ = population.train_population(base_config(8), members, tmp_path / "host",
+                                           data_on_device=False)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), on_device.params,
+               on_host.params)
+
+
+def test_members_export_as_single_run_workdirs(resumed):
+  """``export_members`` writes ordinary workdirs: the evaluate command loads
+  one and gets what evaluating the population's state gives."""
+  workdir, states, keys = resumed
+  base = base_config(40)
+  paths = population.export_members(workdir, states, keys, MEMBERS)
+  assert [p.name for p in paths] == [m.name for m in MEMBERS]
+  dataset = train_lib.dataset_from_config(base)
+  chosen = [1, 3]
+  direct = population.evaluate_members(base, [MEMBERS[k] for k in chosen],
+                                       population.unstack(states, np.asarray(chosen)), dataset)
+  for k, want in zip(chosen, direct):
+    got = evaluate.evaluate_workdir(paths[k])
+    assert got["step"] == want["step"] == 40
+    for key in ("mig", "mig_with_shape", "tc", "mi", "log_px", "kl"):
+      assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+    assert (paths[k] / "eval.json").is_file() and (paths[k] / "traversals.png").is_file()
+  # The exported checkpoint resumes as a single run: nothing left to train.
+  state = train_lib.train(population.member_config(base, MEMBERS[0]), str(paths[0]))
+  assert int(state.step) == 40 and checkpoint_steps(paths[0]) == [40]
+
+
+def test_nan_names_the_member_and_keeps_the_last_good_checkpoint(tmp_path):
+  members = [MEMBERS[0], population.Member("diverges", {"seed": 5, "learning_rate": 1e30})]
+  base = small_config(num_train_steps=12, log_every_steps=2, checkpoint_every_steps=1)
+  with pytest.raises(population.NonFiniteLossError,
+                     match=r"of member 'diverges' at step \d+ .*last good checkpoint is step \d+"):
+    population.train_population(base, members, tmp_path)
+  rows = read_rows(population.member_dir(tmp_path, "diverges"))
+  assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("members,match", [
+    ([], "at least one member"),
+    ([population.Member("a", {"batch_size": 8})], "may only set"),
+    ([population.Member("a", {}), population.Member("a", {"seed": 1})], "unique"),
+    ([population.Member("a/b", {})], "plain directory name"),
+    ([population.Member("a", {"objective.beta": -1.0})], "Member 'a': .*beta must be >= 0"),
+])
+def test_bad_population_fails_before_any_work(tmp_path, members, match):
+  with pytest.raises(ValueError, match=match):
+    population.train_population(base_config(4), members, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
+def test_another_population_in_the_workdir_is_refused(resumed):
+  workdir, _, _ = resumed
+  with pytest.raises(ValueError, match="another population"):
+    population.train_population(base_config(40), MEMBERS[:2], workdir)
+
+
+_RUNNER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    import jax
+    from betatc_jax import population
+    from population_test import MEMBERS, base_config
+    states, _ = population.train_population(base_config(8), MEMBERS[:2], sys.argv[1],
+                                            member_devices=int(sys.argv[2]))
+    print("DEVICES", jax.device_count(), "SHARDS", len(states.params["encoder"]["fc_0"]["kernel"]
+                                                         .addressable_shards))
+""")
+
+
+def test_four_devices_split_members_and_batches(tmp_path):
+  """2 members on a 2 × 2 ('member', 'data') mesh of 4 simulated CPU devices,
+  and on a 1 × 4 mesh, equal the population on one device."""
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  code = _RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"))
+  procs = {m: subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"m{m}"), str(m)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for m in (2, 1)}
+  population.train_population(base_config(8), MEMBERS[:2], tmp_path / "one")
+  for m, proc in procs.items():
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-6000:]
+    assert "DEVICES 4 SHARDS 4" in out
+    for member in MEMBERS[:2]:
+      assert_rows_close(population.member_dir(tmp_path / "one", member.name),
+                        population.member_dir(tmp_path / f"m{m}", member.name), rtol=1e-4,
+                        atol=1e-3)
