@@ -3,24 +3,32 @@
   python scripts/sweep.py --steps 500 --eval_steps 250 --root workdirs/sweep --out results
 
 Trains every (seed, β, method) of the grid with the paper's MLP and a
-Bernoulli likelihood, evaluates each run at every step in ``--eval_steps`` and
-at ``--steps`` (MIG with the paper's estimator, shape excluded and included,
-and the ELBO decomposition), then writes into ``--out``:
+Bernoulli likelihood as one population (``betatc_jax.population``: all runs
+in one compiled, vmapped step, the data on the device), evaluates each run at
+every step in ``--eval_steps`` and at ``--steps`` (MIG with the paper's
+estimator, shape excluded and included, and the ELBO decomposition), then
+writes into ``--out``:
 
   results.csv          one row per run at ``--steps``: method, beta, seed,
                        steps, mig, mig_with_shape, tc, mi, dim_kl, log_px, ...
   curves.csv           the same columns at every evaluated step of every run
   mig_vs_beta.png      MIG and TC against β per method: mean, min–max band, each run
   mig_vs_steps.png     MIG against steps, one line per run
+  tc_vs_mig.png        TC against MIG, every run (the paper's argument: lower TC, higher MIG)
   summary.md           the table of the README's Results section
   latent_vs_factor_best.png  the figure of the β-TCVAE run with the highest MIG
   sweep.json           the command, commit, hardware and time spent
 
-Resumable: each run is a workdir ``ROOT/<method>_beta<β>_seed<s>`` with
-checkpoints, and each evaluation is ``evals/step_<N>.json`` in it. A rerun
-skips what is done and continues what is not, so the same sweep can grow over
-several sittings (a larger ``--steps`` continues every run from its last
-checkpoint). ``--report_only`` just rewrites the outputs from what exists.
+Methods: ``beta_vae`` and ``betatc_vae`` (MSS) by default; ``betatc_vae_mws``
+adds β-TCVAE with the MWS estimator, the official code's default.
+
+Resumable: ROOT is the population's workdir (one checkpoint for all runs);
+each run is an ordinary single-run workdir ``ROOT/members/<method>_beta<β>_seed<s>``
+(its metrics, its checkpoint at ``--steps``, and ``evals/step_<N>.json``). A
+rerun skips what is done and continues what is not, so the same sweep can
+grow over several sittings (a larger ``--steps`` continues the population
+from its last checkpoint). ``--report_only`` just rewrites the outputs from
+what exists. A different grid needs a different ROOT.
 
 Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
   python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
@@ -46,7 +54,10 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = {"beta_vae": "beta_vae", "betatc_vae": "betatc"}   # results name -> objective.name
+# results name -> (objective.name, objective.estimator)
+METHODS = {"beta_vae": ("beta_vae", "mss"), "betatc_vae": ("betatc", "mss"),
+           "betatc_vae_mws": ("betatc", "mws")}
+DEFAULT_METHODS = ["beta_vae", "betatc_vae"]
 CSV_COLUMNS = ("method", "beta", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
                "dim_kl", "log_px", "kl", "active_latents", "train_seconds")
 
@@ -63,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--eval_steps", type=ints, default=[250],
                       help="earlier steps to evaluate each run at too (the MIG-vs-steps curves)")
   parser.add_argument("--betas", type=floats, default=[1, 2, 4, 6, 8, 10])
-  parser.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS))
+  parser.add_argument("--methods", type=lambda s: s.split(","), default=DEFAULT_METHODS,
+                      help=f"comma-separated, from {', '.join(METHODS)}")
   parser.add_argument("--seeds", type=ints, default=[0, 1])
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -73,6 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--root", default="workdirs/sweep", help="where the run workdirs go")
   parser.add_argument("--out", default="results", help="where the csv files and figures go")
   parser.add_argument("--report_only", action="store_true", help="train nothing; rewrite outputs")
+  parser.add_argument("--host_data", action="store_true",
+                      help="gather batches on the host (default: the dataset lives on the device)")
+  parser.add_argument("--timing_log", default="",
+                      help="append one JSON line per milestone (train/eval seconds) to this file")
   args = parser.parse_args(argv)
   unknown = set(args.methods) - set(METHODS)
   if unknown:
@@ -88,19 +104,18 @@ def run_name(method: str, beta: float, seed: int) -> str:
   return f"{method}_beta{beta:g}_seed{seed}"
 
 
-def make_config(args: argparse.Namespace, method: str, beta: float, seed: int, steps: int):
+def base_config(args: argparse.Namespace, steps: int):
+  """What every run of the sweep shares: the paper's MLP, Bernoulli, the data."""
   from betatc_jax import default_config
   config = default_config.get_config()
-  config.seed = seed
   config.batch_size = args.batch_size
   config.learning_rate = args.learning_rate
   config.num_train_steps = steps
+  config.log_every_steps = min(50, steps)
   config.checkpoint_every_steps = min(steps, 500)
-  config.keep_checkpoints = 1           # an MLP checkpoint with Adam state is ~170 MB
+  config.keep_checkpoints = 1           # an MLP checkpoint with Adam state is ~170 MB a run
   config.progress_bar = False
   config.model.arch = "mlp"
-  config.objective.name = METHODS[method]
-  config.objective.beta = beta
   config.objective.likelihood = "bernoulli"
   config.dataset.name = "dsprites"
   config.dataset.subsample = tuple(args.subsample)
@@ -109,8 +124,84 @@ def make_config(args: argparse.Namespace, method: str, beta: float, seed: int, s
   return config
 
 
+def grid(args: argparse.Namespace) -> list[tuple[str, float, int]]:
+  """(method, β, seed) of every run, a whole seed first."""
+  return [(method, beta, seed) for seed in args.seeds for beta in args.betas
+          for method in args.methods]
+
+
+def members(args: argparse.Namespace):
+  from betatc_jax import population
+  out = []
+  for method, beta, seed in grid(args):
+    name, estimator = METHODS[method]
+    out.append(population.Member(run_name(method, beta, seed), {
+        "seed": seed, "objective.name": name, "objective.beta": beta,
+        "objective.estimator": estimator}))
+  return out
+
+
 def eval_path(workdir: pathlib.Path, step: int) -> pathlib.Path:
   return workdir / "evals" / f"step_{step:06d}.json"
+
+
+def train_population(args: argparse.Namespace) -> None:
+  """Trains the whole grid, as one population, to each milestone in turn and
+  evaluates every run there."""
+  from betatc_jax import population, train_lib
+
+  root = pathlib.Path(args.root)
+  runs = members(args)
+  milestones = sorted(set(args.eval_steps) | {args.steps})
+  dataset = train_lib.dataset_from_config(base_config(args, args.steps))
+  timing_path = root / "timing.json"
+  timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+  for step in milestones:
+    todo = [m for m in runs if not eval_path(population.member_dir(root, m.name), step).is_file()]
+    if not todo:
+      continue
+    current = latest_checkpoint(root)
+    if current > step:
+      print(f"  population already past step {step} (checkpoint {current}); not evaluated there",
+            flush=True)
+      continue
+    config = base_config(args, step)
+    t0 = time.perf_counter()
+    states, keys = population.train_population(config, runs, root, dataset=dataset,
+                                               data_on_device=not args.host_data)
+    earlier = max((float(k) for k in timing if int(k) < step), default=None)
+    train_seconds = (timing[str(int(earlier))]["train_seconds"] if earlier is not None else 0.0) \
+        + time.perf_counter() - t0
+    final = step == args.steps
+    if final:
+      population.export_members(root, states, keys, runs)
+    t0 = time.perf_counter()
+    index = {m.name: k for k, m in enumerate(runs)}
+    results = population.evaluate_members(
+        config, todo, population.unstack(states, np.asarray([index[m.name] for m in todo])),
+        dataset, workdir=root if final else None, other_metrics=final)
+    eval_seconds = time.perf_counter() - t0
+    for member, result in zip(todo, results):
+      method, beta, seed = next(g for g in grid(args) if run_name(*g) == member.name)
+      result.update(method=method, beta=beta, seed=seed, train_seconds=train_seconds,
+                    eval_seconds=eval_seconds / len(todo))
+      path = eval_path(population.member_dir(root, member.name), step)
+      path.parent.mkdir(exist_ok=True)
+      tmp = path.with_suffix(".tmp")
+      tmp.write_text(json.dumps(result, indent=2))
+      os.replace(tmp, path)
+      print(f"  {member.name} step {step}: MIG {result['mig']:.3f} (with shape "
+            f"{result['mig_with_shape']:.3f}) TC {result['tc']:.2f} log p(x|z) "
+            f"{result['log_px']:.1f}", flush=True)
+    timing[str(step)] = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                         "members": len(runs), "evaluated": len(todo)}
+    timing_path.write_text(json.dumps(timing, indent=2))
+    line = {"step": step, "members": len(runs), "train_seconds": round(train_seconds, 1),
+            "eval_seconds": round(eval_seconds, 1)}
+    print(f"  population at step {step}: {json.dumps(line)}", flush=True)
+    if args.timing_log:
+      with open(args.timing_log, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def latest_checkpoint(workdir: pathlib.Path) -> int:
@@ -119,50 +210,13 @@ def latest_checkpoint(workdir: pathlib.Path) -> int:
   return max(steps, default=0)
 
 
-def run_one(args: argparse.Namespace, method: str, beta: float, seed: int) -> None:
-  """Trains one run to each milestone in turn and evaluates it there."""
-  from betatc_jax import evaluate, train_lib
-
-  workdir = pathlib.Path(args.root) / run_name(method, beta, seed)
-  milestones = sorted(set(args.eval_steps) | {args.steps})
-  trained_seconds = 0.0     # wall time of training up to the previous milestone
-  for step in milestones:
-    if eval_path(workdir, step).is_file():
-      trained_seconds = json.loads(eval_path(workdir, step).read_text())["train_seconds"]
-      continue
-    current = latest_checkpoint(workdir)
-    if current > step:
-      print(f"  {workdir.name}: already past step {step} (checkpoint {current}); not evaluated there",
-            flush=True)
-      continue
-    config = make_config(args, method, beta, seed, step)
-    t0 = time.perf_counter()
-    state = train_lib.train_and_evaluate(config, str(workdir))  # resumes; no-op when at `step`
-    train_seconds = trained_seconds + time.perf_counter() - t0
-    trained_seconds = train_seconds
-    t0 = time.perf_counter()
-    dataset = train_lib.dataset_from_config(config)
-    final = step == args.steps
-    result = evaluate.evaluate_params(config, state.params, dataset, step=int(state.step),
-                                      workdir=workdir if final else None, other_metrics=final)
-    result.update(method=method, beta=beta, seed=seed, train_seconds=train_seconds,
-                  eval_seconds=time.perf_counter() - t0)
-    eval_path(workdir, step).parent.mkdir(exist_ok=True)
-    tmp = eval_path(workdir, step).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, eval_path(workdir, step))
-    print(f"  {workdir.name} step {step}: MIG {result['mig']:.3f} (with shape "
-          f"{result['mig_with_shape']:.3f}) TC {result['tc']:.2f} log p(x|z) {result['log_px']:.1f}"
-          f"  [train {train_seconds:.0f} s, eval {result['eval_seconds']:.0f} s]", flush=True)
-
-
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
   """Every evaluation of every run in the grid, sorted."""
   rows = []
   for method in args.methods:
     for beta in args.betas:
       for seed in args.seeds:
-        evals = pathlib.Path(args.root) / run_name(method, beta, seed) / "evals"
+        evals = pathlib.Path(args.root) / "members" / run_name(method, beta, seed) / "evals"
         for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
           result = json.loads(path.read_text())
           row = {k: result.get(k) for k in CSV_COLUMNS}
@@ -195,7 +249,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
   return out
 
 
-LABELS = {"beta_vae": "β-VAE", "betatc_vae": "β-TCVAE (MSS)"}
+LABELS = {"beta_vae": "β-VAE", "betatc_vae": "β-TCVAE (MSS)", "betatc_vae_mws": "β-TCVAE (MWS)"}
 
 
 def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> None:
@@ -205,7 +259,7 @@ def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) ->
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  for color, (method, label) in zip(("C0", "C1"), LABELS.items()):
+  for color, (method, label) in zip(("C0", "C1", "C2"), LABELS.items()):
     keys = [k for k in summary if k[0] == method]
     if not keys:
       continue
@@ -230,10 +284,14 @@ def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+  methods = [m for m in LABELS if any(r["method"] == m for r in curves)]
+  fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), sharey=True,
+                           squeeze=False)
   betas = sorted({r["beta"] for r in curves})
   seeds = sorted({r["seed"] for r in curves})
-  for ax, (method, label) in zip(axes, LABELS.items()):
+  axes = axes[0]
+  for ax, method in zip(axes, methods):
+    label = LABELS[method]
     for ci, beta in enumerate(betas):
       for si, seed in enumerate(seeds):
         run = sorted((r["steps"], r["mig"]) for r in curves
@@ -250,21 +308,43 @@ def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
   plt.close(fig)
 
 
+def plot_tc_vs_mig(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+  """TC against MIG, one dot per run (colour: method, size: β)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5, 3.8))
+  for color, (method, label) in zip(("C0", "C1", "C2"), LABELS.items()):
+    runs = [r for r in rows if r["method"] == method]
+    if runs:
+      ax.scatter([r["mig"] for r in runs], [r["tc"] for r in runs], s=[8 + 4 * r["beta"] for r in runs],
+                 color=color, alpha=0.7, label=label)
+  ax.set_xlabel("MIG (shape excluded)")
+  ax.set_ylabel("total correlation (nats)")
+  ax.set_title("every run at the final step (dot size: β)", fontsize=9)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
 def markdown_table(summary) -> str:
   """One row per β: MIG (shape excluded; mean and [min, max] over seeds), MIG
-  with shape and TC (means), for each method."""
+  with shape and TC (means), for each method in the sweep."""
   def cell(stats, metric, spread):
     mean, low, high = stats[metric]
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if spread else f"{mean:.2f}" if metric == "tc" \
         else f"{mean:.3f}"
   betas = sorted({beta for _, beta in summary})
-  header = ("| β | β-VAE MIG | β-TCVAE MIG | β-VAE MIG w/ shape | β-TCVAE MIG w/ shape "
-            "| β-VAE TC | β-TCVAE TC |\n|---|---|---|---|---|---|---|\n")
+  methods = [m for m in LABELS if any(key[0] == m for key in summary)]
+  columns = [f"{LABELS[m].replace(' (MSS)', '')} {title}" for title in ("MIG", "MIG w/ shape", "TC")
+             for m in methods]
+  header = "| β | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
   rows = []
   for beta in betas:
     cells = [f"{beta:g}"]
     for metric, spread in (("mig", True), ("mig_with_shape", False), ("tc", False)):
-      for method in LABELS:
+      for method in methods:
         stats = summary.get((method, beta))
         cells.append(cell(stats, metric, spread) if stats else "–")
     rows.append("| " + " | ".join(cells) + " |")
@@ -296,13 +376,14 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   if final:
     summary = summarize(final)
     plot_mig_vs_beta(out / "mig_vs_beta.png", summary, final)
+    plot_tc_vs_mig(out / "tc_vs_mig.png", final)
     (out / "summary.md").write_text(markdown_table(summary))
     print(markdown_table(summary))
     tc_runs = [r for r in final if r["method"] == "betatc_vae"]
     if tc_runs:
       best = max(tc_runs, key=lambda r: r["mig"])
-      figure = pathlib.Path(args.root) / run_name("betatc_vae", best["beta"], best["seed"]) \
-          / "latent_vs_factor.png"
+      figure = pathlib.Path(args.root) / "members" / \
+          run_name("betatc_vae", best["beta"], best["seed"]) / "latent_vs_factor.png"
       if figure.is_file():
         shutil.copyfile(figure, out / "latent_vs_factor_best.png")
   if curves:
@@ -321,10 +402,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   args = parse_args(argv)
   if not args.report_only:
-    for seed in args.seeds:        # a whole seed first, so an interrupted sweep is balanced
-      for beta in args.betas:
-        for method in args.methods:
-          run_one(args, method, beta, seed)
+    train_population(args)
   report(args, argv)
   return 0
 

@@ -39,7 +39,7 @@ def test_outputs_match_each_runs_evaluation(swept):
   assert [r["method"] for r in rows] == ["beta_vae", "betatc_vae"]
   assert set(sweep.CSV_COLUMNS) <= set(rows[0])
   for row in rows:
-    result = json.loads((base / "runs" / f"{row['method']}_beta4_seed0" / "evals" /
+    result = json.loads((base / "runs" / "members" / f"{row['method']}_beta4_seed0" / "evals" /
                          "step_000004.json").read_text())
     assert int(row["steps"]) == result["step"] == 4
     for key in ("mig", "mig_with_shape", "tc", "mi", "dim_kl", "log_px"):
@@ -48,8 +48,17 @@ def test_outputs_match_each_runs_evaluation(swept):
   assert sorted((r["method"], int(r["steps"])) for r in curves) == [
       ("beta_vae", 2), ("beta_vae", 4), ("betatc_vae", 2), ("betatc_vae", 4)]
   for name in ("mig_vs_beta.png", "mig_vs_steps.png", "latent_vs_factor_best.png", "sweep.json",
+               "tc_vs_mig.png",
                "summary.md"):
     assert (base / "out" / name).stat().st_size > 0, name
+  # One population (one checkpoint) whose members are ordinary run workdirs.
+  assert json.loads((base / "runs" / "population.json").read_text())["members"][0]["name"] \
+      == "beta_vae_beta4_seed0"
+  assert sorted(p.name for p in (base / "runs" / "checkpoints").iterdir() if p.name.isdigit()) \
+      == ["4"]
+  for row in rows:
+    member = base / "runs" / "members" / f"{row['method']}_beta4_seed0"
+    assert (member / "checkpoints" / "4").is_dir() and (member / "config.json").is_file()
   info = json.loads((base / "out" / "sweep.json").read_text())
   assert info["runs_finished"] == info["runs_expected"] == 2
   best = max((r for r in rows if r["method"] == "betatc_vae"), key=lambda r: float(r["mig"]))
@@ -58,7 +67,7 @@ def test_outputs_match_each_runs_evaluation(swept):
 
 def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
   sweep, base, args = swept
-  run = base / "runs" / "betatc_vae_beta4_seed0"
+  run = base / "runs" / "members" / "betatc_vae_beta4_seed0"
   metrics_before = (run / "metrics.jsonl").read_text()
   evals_before = {p.name: p.read_text() for p in (run / "evals").iterdir()}
   assert sweep.main(args) == 0                      # nothing left to do
@@ -78,6 +87,7 @@ def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
 
 @pytest.mark.parametrize("bad,match", [
     (["--methods", "vae"], "unknown method"),
+    (["--methods", "betatc_vae,betatc_mws"], "unknown method"),
     (["--steps", "4", "--eval_steps", "8"], "eval_steps"),
     (["--subsample", "1,2"], "subsample"),
 ])
