@@ -87,12 +87,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--report_only", action="store_true", help="train nothing; rewrite outputs")
   parser.add_argument("--host_data", action="store_true",
                       help="gather batches on the host (default: the dataset lives on the device)")
+  parser.add_argument("--checkpoint_every", type=int, default=500,
+                      help="population checkpoint interval (the last step is always saved)")
+  parser.add_argument("--skip_other_metrics", action="store_true",
+                      help="no FactorVAE/DCI at --steps (they run on the host: ~15 s a run)")
+  parser.add_argument("--no_export", action="store_true",
+                      help="do not write each run's checkpoint into its member workdir")
   parser.add_argument("--timing_log", default="",
                       help="append one JSON line per milestone (train/eval seconds) to this file")
   args = parser.parse_args(argv)
   unknown = set(args.methods) - set(METHODS)
   if unknown:
     parser.error(f"unknown method(s) {sorted(unknown)}; choose from {sorted(METHODS)}")
+  if args.checkpoint_every < 1:
+    parser.error("--checkpoint_every must be >= 1")
   if args.steps < 1 or any(s < 1 or s >= args.steps for s in args.eval_steps):
     parser.error("--steps must be >= 1 and every --eval_steps in [1, --steps)")
   if len(args.subsample) != 5:
@@ -112,7 +120,7 @@ def base_config(args: argparse.Namespace, steps: int):
   config.learning_rate = args.learning_rate
   config.num_train_steps = steps
   config.log_every_steps = min(50, steps)
-  config.checkpoint_every_steps = min(steps, 500)
+  config.checkpoint_every_steps = min(steps, args.checkpoint_every)
   config.keep_checkpoints = 1           # an MLP checkpoint with Adam state is ~170 MB a run
   config.progress_bar = False
   config.model.arch = "mlp"
@@ -173,13 +181,14 @@ def train_population(args: argparse.Namespace) -> None:
     train_seconds = (timing[str(int(earlier))]["train_seconds"] if earlier is not None else 0.0) \
         + time.perf_counter() - t0
     final = step == args.steps
-    if final:
+    if final and not args.no_export:
       population.export_members(root, states, keys, runs)
     t0 = time.perf_counter()
     index = {m.name: k for k, m in enumerate(runs)}
     results = population.evaluate_members(
         config, todo, population.unstack(states, np.asarray([index[m.name] for m in todo])),
-        dataset, workdir=root if final else None, other_metrics=final)
+        dataset, workdir=root if final else None,
+        other_metrics=final and not args.skip_other_metrics)
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
       method, beta, seed = next(g for g in grid(args) if run_name(*g) == member.name)

@@ -62,6 +62,44 @@ def test_betatc_objective_is_the_weighted_sum(alpha, beta, gamma, anneal):
     np.testing.assert_allclose(m[k], terms[k], rtol=1e-6)
 
 
+@pytest.mark.parametrize("name,estimator,anneal_steps,step", [
+    ("betatc", "mss", 0, 0), ("betatc", "reference", 10, 3), ("betatc", "mws", 4, 9),
+    ("beta_vae", "mss", 0, 5)])
+def test_weighted_objective_equals_the_named_objective(name, estimator, anneal_steps, step):
+  """With ``objective_weights``, one compiled function (weights as arrays)
+  gives each objective's loss, metrics and gradients exactly."""
+  x, logits, mu, logvar, z = _batch(2)
+  weights = losses.objective_weights(name, alpha=0.5, beta=4.0, gamma=2.0,
+                                     anneal_steps=anneal_steps, estimator=estimator)
+
+  def weighted(mu, w):
+    return losses.weighted_objective(x, logits, mu, logvar, z, step, w, dataset_size=100)
+
+  def named(mu):
+    if name == "betatc":
+      return losses.betatc_objective(
+          x, logits, mu, logvar, z, dataset_size=100, alpha=0.5, beta=4.0, gamma=2.0,
+          anneal=losses.linear_anneal(step, anneal_steps), estimator=estimator)
+    return losses.beta_vae_objective(x, logits, mu, logvar, beta=4.0, z=z, dataset_size=100,
+                                     estimator=estimator)
+
+  (loss, m), grad = jax.jit(jax.value_and_grad(weighted, has_aux=True))(mu, weights)
+  (want, want_m), want_grad = jax.value_and_grad(named, has_aux=True)(mu)
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
+  for key in want_m:
+    np.testing.assert_allclose(m[key], want_m[key], rtol=1e-6, atol=1e-7, err_msg=key)
+  np.testing.assert_allclose(m["anneal"], min((step + 1) / anneal_steps, 1.0)
+                             if anneal_steps else 1.0, rtol=1e-6)
+
+
+def test_objective_weights_reject_unknown_names():
+  with pytest.raises(ValueError, match="Unknown objective"):
+    losses.objective_weights("factorvae")
+  with pytest.raises(ValueError, match="Unknown estimator"):
+    losses.objective_weights("betatc", estimator="iwae")
+
+
 def test_beta_vae_objective():
   x, logits, mu, logvar, z = _batch(2)
   loss, m = losses.beta_vae_objective(x, logits, mu, logvar, beta=4.0, z=z, dataset_size=50)
