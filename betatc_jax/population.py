@@ -355,11 +355,17 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
   last_saved = restored_step
   step = start_step
   try:
-    for boundary in boundaries if start_step < total else []:
+    def interval_indices(i):
+      if i >= len(boundaries):
+        return None
+      first = boundaries[i - 1] if i else start_step
+      return member_batch_indices(seeds, first, boundaries[i] - first, batch_size, len(dataset))
+
+    upcoming = interval_indices(0) if start_step < total else None
+    for i, boundary in enumerate(boundaries if start_step < total else []):
       t0 = time.perf_counter()
       num = boundary - step
-      indices = member_batch_indices(seeds, step, num, batch_size, len(dataset))
-      pending = []
+      indices, pending = upcoming, []
       if data_on_device:
         indices = jax.device_put(indices, NamedSharding(mesh, P(None, MEMBER_AXIS, DATA_AXIS)))
         for offset in range(num):
@@ -370,6 +376,9 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
           batch = np.stack([gather_rows(dataset.images, rows) for rows in indices[offset]])
           states, metrics = step_fn(states, jax.device_put(batch, batch_sharding), keys)
           pending.append(metrics)
+      # The steps are dispatched, not done: the next interval's indices are
+      # computed while the device works, so it never waits on them.
+      upcoming = interval_indices(i + 1)
       host = jax.device_get(pending)
       elapsed = time.perf_counter() - t0
       step = boundary
