@@ -258,11 +258,6 @@ def load_population(workdir: str | pathlib.Path
   return base, [Member(m["name"], m["overrides"]) for m in record["members"]]
 
 
-def _checkpoint_tree(states: train_lib.TrainState, keys: jax.Array) -> dict[str, Any]:
-  return {"params": states.params, "opt_state": states.opt_state, "step": states.step,
-          "rng": jax.random.key_data(keys)}
-
-
 # ------------------------------------------------------------------ the loop
 
 def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
@@ -318,11 +313,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
   states, keys = create_population_state(configs, dataset.observation_shape, len(dataset))
   states, keys = jax.device_put((states, keys), by_member)
   manager = checkpointing.make_manager(workdir, base.keep_checkpoints)
-  restored_step, restored = checkpointing.restore_latest(manager, _checkpoint_tree(states, keys))
-  if restored is not None:
-    states = states.replace(params=restored["params"], opt_state=restored["opt_state"],
-                            step=restored["step"])
-    keys = jax.random.wrap_key_data(restored["rng"])
+  restored_step, states, keys = train_lib.restore_state(manager, states, keys)
   start_step = int(states.step[0])
   record_path.write_text(json.dumps(record, indent=2))
   for member, config in zip(members, configs):
@@ -397,7 +388,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
                      population_images_per_sec=num * batch_size * len(members) / elapsed)
           writer.write(row)
       if step % base.checkpoint_every_steps == 0 or step == total:
-        checkpointing.save(manager, step, _checkpoint_tree(states, keys))
+        checkpointing.save(manager, step, train_lib.checkpoint_tree(states, keys))
         last_saved = step
   finally:
     for writer in writers:
@@ -416,7 +407,7 @@ def export_members(workdir: str | pathlib.Path, states: train_lib.TrainState, ke
   Returns:
     The member workdirs.
   """
-  host = jax.device_get(_checkpoint_tree(states, keys))
+  host = jax.device_get(train_lib.checkpoint_tree(states, keys))
   paths = []
   for k, member in enumerate(members):
     directory = member_dir(workdir, member.name)

@@ -236,9 +236,27 @@ class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/inf; the run stopped."""
 
 
-def _checkpoint_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
+def checkpoint_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
+  """What a checkpoint holds: params, Adam state, step and the base key (of
+  one run, or stacked for a population)."""
   return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
           "rng": jax.random.key_data(rng)}
+
+
+def restore_state(manager: Any, state: TrainState, rng: jax.Array
+                  ) -> tuple[int | None, TrainState, jax.Array]:
+  """(step, state, rng) from the latest checkpoint, restored into the shapes
+  and shardings of ``state``; (None, state, rng) unchanged when there is none.
+
+  Raises:
+    checkpointing.CheckpointError: for a checkpoint that cannot be restored.
+  """
+  step, restored = checkpointing.restore_latest(manager, checkpoint_tree(state, rng))
+  if restored is None:
+    return None, state, rng
+  state = state.replace(params=restored["params"], opt_state=restored["opt_state"],
+                        step=restored["step"])
+  return step, state, jax.random.wrap_key_data(restored["rng"])
 
 
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
@@ -311,11 +329,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   state_sharding = jax.tree.map(lambda _: replicated, state)
 
   manager = checkpointing.make_manager(workdir_path, config.keep_checkpoints)
-  restored_step, restored = checkpointing.restore_latest(manager, _checkpoint_tree(state, step_key))
-  if restored is not None:
-    state = state.replace(params=restored["params"], opt_state=restored["opt_state"],
-                          step=restored["step"])
-    step_key = jax.random.wrap_key_data(restored["rng"])
+  restored_step, state, step_key = restore_state(manager, state, step_key)
   start_step = int(state.step)
   if is_chief:
     (workdir_path / "config.json").write_text(config.to_json(indent=2))
@@ -354,7 +368,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         progress.update(len(host), row)
         pending, t0, images_since = [], time.perf_counter(), 0
         if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
-          checkpointing.save(manager, done, _checkpoint_tree(state, step_key))
+          checkpointing.save(manager, done, checkpoint_tree(state, step_key))
           last_saved = done
   finally:
     batches.close()
