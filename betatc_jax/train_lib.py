@@ -167,8 +167,11 @@ def init_params(model: models.VAE, image_shape: tuple[int, int, int], seed: int 
   """A run's initial parameters and base step key, both from ``seed``:
   ``init_key, step_key = split(key(seed))``; params from ``init_key``."""
   init_key, step_key = jax.random.split(jax.random.key(seed))
-  params = model.init(init_key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
-  return params, step_key
+  return _params_from_key(model, init_key, image_shape), step_key
+
+
+def _params_from_key(model: models.VAE, key: jax.Array, image_shape: tuple[int, int, int]) -> Any:
+  return model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
 
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
@@ -177,7 +180,7 @@ def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
   """Initialises parameters (from ``key``, unless ``params`` are given) and Adam."""
   model = make_model(config, image_shape)
   if params is None:
-    params = model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
+    params = _params_from_key(model, key, image_shape)
   return TrainState.create(apply_fn=model.apply, params=params, tx=adam_without_learning_rate(),
                            weights=objective_weights(config),
                            learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
