@@ -7,6 +7,9 @@
   ``path=...``: DeepMind's .npz file instead.
 * ``"tfds:dsprites"``, ``"tfds:shapes3d"``: through tensorflow-datasets;
   options ``data_dir``, ``split``.
+* ``"images"``: every JPEG/PNG under ``path``, no factors
+  (``images.image_folder``: ``image_size``, ``center_crop``, ``channels``,
+  ``max_images``, ``subsample``, ``skip_bad``, ``use_cache``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any
 
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
-DATASETS = ("dsprites", "tfds:dsprites", "tfds:shapes3d")
+DATASETS = ("dsprites", "tfds:dsprites", "tfds:shapes3d", "images")
 _OPTIONS = {"dsprites": {"path", "subsample", "use_cache"},
+            "images": {"path", "image_size", "center_crop", "channels", "max_images", "subsample",
+                       "skip_bad", "use_cache", "num_workers", "progress"},
             "tfds:dsprites": {"data_dir", "split"},
             "tfds:shapes3d": {"data_dir", "split"}}
 
@@ -42,6 +47,11 @@ def load_dataset(name: str, **options: Any) -> GroundTruthDataset:
         raise ValueError(f"Options {sorted(options)} do not apply to the dSprites npz file.")
       return dsprites.dsprites_from_npz(path)
     return dsprites.procedural_dsprites(**options)
+  if name == "images":
+    from betatc_jax.data import images
+    if "path" not in options:
+      raise ValueError("The 'images' dataset needs path=<folder of JPEG/PNG files>.")
+    return images.image_folder(**options)
   from betatc_jax.data import tfds_source
   return tfds_source.load_tfds(name.split(":", 1)[1], **options)
 

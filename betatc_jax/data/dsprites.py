@@ -19,16 +19,16 @@ The drawings are ours, not DeepMind's pixels.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
-import tempfile
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
+from betatc_jax.data import cache
+from betatc_jax.data.cache import cache_dir
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
@@ -109,49 +109,21 @@ def _grid_factors(sizes: Sequence[int]) -> np.ndarray:
 
 # ------------------------------------------------------------------- cache
 
-def cache_dir() -> pathlib.Path:
-  """$BETATC_JAX_CACHE, else $XDG_CACHE_HOME/betatc_jax, else ~/.cache/betatc_jax."""
-  if os.environ.get("BETATC_JAX_CACHE"):
-    return pathlib.Path(os.environ["BETATC_JAX_CACHE"])
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return pathlib.Path(base) / "betatc_jax"
-
-
 _MAGIC = b"BTCJAX-DSPRITES\n"
 
 
 def _write_cache(path: pathlib.Path, images: np.ndarray) -> None:
   """Bit-packs the binary images; writes header + bits atomically."""
-  packed = np.packbits(images.reshape(-1) > 127)
-  header = json.dumps({"shape": list(images.shape), "version": RENDER_VERSION,
-                       "sha256": hashlib.sha256(packed).hexdigest()}).encode()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(_MAGIC + len(header).to_bytes(8, "little") + header)
-      f.write(packed.data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic: readers see the old file or the new one
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  cache.write_checked(path, _MAGIC, {"shape": list(images.shape), "version": RENDER_VERSION},
+                      np.packbits(images.reshape(-1) > 127))
 
 
 def _read_cache(path: pathlib.Path) -> np.ndarray:
   """Reads and verifies a cache file. Raises ValueError if it is corrupt."""
-  with open(path, "rb") as f:
-    if f.read(len(_MAGIC)) != _MAGIC:
-      raise ValueError("bad magic")
-    header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    packed = np.fromfile(f, np.uint8)
+  header, packed = cache.read_checked(path, _MAGIC)
   shape = tuple(header["shape"])
   if header.get("version") != RENDER_VERSION or packed.size * 8 < np.prod(shape):
     raise ValueError("wrong version or size")
-  if hashlib.sha256(packed).hexdigest() != header["sha256"]:
-    raise ValueError("checksum mismatch")
   images = np.unpackbits(packed, count=int(np.prod(shape)))
   images *= np.uint8(255)  # 0/1 -> 0/255, in place
   return images.reshape(shape)
