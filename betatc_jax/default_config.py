@@ -14,6 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.batch_size = 256
   config.learning_rate = 1e-3
+  config.lr_schedule = "constant"      # constant | exponential_per_epoch
+  config.lr_decay = 0.95               # exponential_per_epoch: factor per epoch of ceil(N/B) steps
   config.num_train_steps = 1_200
   config.log_every_steps = 50
   config.checkpoint_every_steps = 400
@@ -36,11 +38,17 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective.anneal_steps = 0    # 0: no warm-up of dim_kl
 
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "dsprites"     # dsprites | tfds:dsprites | tfds:shapes3d
-  config.dataset.path = ""             # DeepMind's .npz (dsprites only); "" = procedural
+  config.dataset.name = "dsprites"     # dsprites | tfds:dsprites | tfds:shapes3d | images
+  config.dataset.path = ""             # dsprites: DeepMind's .npz ("" = procedural); images: the folder
   config.dataset.subsample = (1, 1, 1, 2, 2)  # procedural: a step per factor
   config.dataset.data_dir = ""         # tfds data dir; "" = tfds' default
   config.dataset.split = "train"       # tfds split
+  config.dataset.image_size = 64       # images: output s × s
+  config.dataset.center_crop = 0       # images: centred c × c crop first; 0 = none
+  config.dataset.channels = 3          # images: 3 (RGB) or 1 (grayscale)
+  config.dataset.max_images = 0        # images: keep at most this many; 0 = all
+  config.dataset.every = 1             # images: keep every k-th file
+  config.dataset.skip_bad = False      # images: skip unreadable files instead of failing
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_images = 8           # images in the reconstruction/traversal PNGs

@@ -50,9 +50,9 @@ def _eval_images(dataset: GroundTruthDataset, config) -> jax.Array:
 
 
 def save_traversals(path: pathlib.Path, model: models.VAE, params, dataset: GroundTruthDataset,
-                    config) -> None:
+                    config, latent_order: np.ndarray | None = None) -> None:
   """Row j sweeps z_j over [−r, r] from the posterior mean of one image, the
-  other latents fixed."""
+  other latents fixed; rows in ``latent_order`` (default: j = 0, 1, …)."""
   variables = {"params": params}
   mu, _ = model.apply(variables, _eval_images(dataset, config)[:1], method="encode")
   d, steps, r = config.model.latent_dim, config.eval.traversal_steps, config.eval.traversal_range
@@ -61,7 +61,8 @@ def save_traversals(path: pathlib.Path, model: models.VAE, params, dataset: Grou
   z = z.at[jnp.arange(d), :, jnp.arange(d)].set(jnp.broadcast_to(sweep, (d, steps)))
   images = _to_unit(model.apply(variables, z.reshape(d * steps, d), method="decode"),
                     config.objective.likelihood)
-  save_grid(path, images.reshape((d, steps) + images.shape[1:]))
+  grid = images.reshape((d, steps) + images.shape[1:])
+  save_grid(path, grid if latent_order is None else grid[np.asarray(latent_order)])
 
 
 def write_training_pngs(workdir: pathlib.Path, model: models.VAE, params, dataset: GroundTruthDataset,

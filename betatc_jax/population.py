@@ -56,8 +56,9 @@ from betatc_jax.data.ground_truth import GroundTruthDataset, gather_rows
 
 MEMBER_AXIS = "member"
 DATA_AXIS = "data"
-MEMBER_KEYS = ("seed", "learning_rate", "objective.name", "objective.alpha", "objective.beta",
-               "objective.gamma", "objective.anneal_steps", "objective.estimator")
+MEMBER_KEYS = ("seed", "learning_rate", "lr_schedule", "lr_decay", "objective.name",
+               "objective.alpha", "objective.beta", "objective.gamma", "objective.anneal_steps",
+               "objective.estimator")
 _NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
@@ -187,6 +188,7 @@ def create_population_state(configs: Sequence[ml_collections.ConfigDict],
       opt_state=jax.vmap(tx.init)(params),
       weights=stack([train_lib.objective_weights(c) for c in configs]),
       learning_rate=jnp.asarray([c.learning_rate for c in configs], jnp.float32),
+      **stack([train_lib.learning_rate_schedule(c, dataset_size) for c in configs]),
       objective=train_lib.make_objective(configs[0], dataset_size))
   return state, jnp.stack(keys)
 

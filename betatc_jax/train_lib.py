@@ -32,6 +32,7 @@ from betatc_jax.data import load_dataset, pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
 OBJECTIVES = losses.OBJECTIVES
+LR_SCHEDULES = ("constant", "exponential_per_epoch")
 
 
 # ------------------------------------------------------------------ config
@@ -92,6 +93,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       (config.batch_size >= 2 or obj.estimator == "mws",
        f"batch_size must be >= 2 for the {obj.estimator!r} estimator, got {config.batch_size}"),
       (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
+      (config.lr_schedule in LR_SCHEDULES,
+       f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}"),
+      (0 < config.lr_decay <= 1, f"lr_decay must be in (0, 1], got {config.lr_decay}"),
       (config.num_train_steps >= 1, f"num_train_steps must be >= 1, got {config.num_train_steps}"),
       (config.log_every_steps >= 1, f"log_every_steps must be >= 1, got {config.log_every_steps}"),
       (config.checkpoint_every_steps >= 1,
@@ -110,6 +114,12 @@ def dataset_from_config(config: ml_collections.ConfigDict) -> GroundTruthDataset
   d = config.dataset
   if d.name == "dsprites":
     options = {"path": d.path} if d.path else {"subsample": tuple(d.subsample)}
+  elif d.name == "images":
+    if not d.path:
+      raise ValueError("dataset.name='images' needs dataset.path, a folder of JPEG/PNG files.")
+    options = {"path": d.path, "image_size": d.image_size, "center_crop": d.center_crop or None,
+               "channels": d.channels, "max_images": d.max_images or None, "subsample": d.every,
+               "skip_bad": d.skip_bad, "progress": config.progress_bar}
   else:
     options = {"split": d.split, **({"data_dir": d.data_dir} if d.data_dir else {})}
   return load_dataset(d.name, **options)
@@ -123,12 +133,16 @@ class TrainState(train_state.TrainState):
   Attributes:
     weights: ``losses.ObjectiveWeights`` (which objective, β, estimator, ...).
     learning_rate: float32 scalar; ``tx`` is Adam without its learning rate.
+    lr_decay, steps_per_epoch: the step size at step t is
+      ``learning_rate · lr_decay ** (t // steps_per_epoch)`` (decay 1: constant).
     objective: static ``losses.weighted_objective`` with the dataset size and
       likelihood bound: ``objective(x, decoder_out, mu, logvar, z, step,
       weights) -> (loss, metrics)``.
   """
   weights: losses.ObjectiveWeights
   learning_rate: jax.Array
+  lr_decay: jax.Array
+  steps_per_epoch: jax.Array
   objective: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] = flax.struct.field(
       pytree_node=False)
 
@@ -184,7 +198,23 @@ def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
   return TrainState.create(apply_fn=model.apply, params=params, tx=adam_without_learning_rate(),
                            weights=objective_weights(config),
                            learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
+                           **learning_rate_schedule(config, dataset_size),
                            objective=make_objective(config, dataset_size))
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, dataset_size: int
+                           ) -> dict[str, jax.Array]:
+  """``lr_decay`` and ``steps_per_epoch`` of the state. ``"constant"``: decay
+  1. ``"exponential_per_epoch"``: ×``config.lr_decay`` after every epoch of
+  ceil(N / B) steps, as PyTorch's ExponentialLR stepped once per epoch."""
+  decay = config.lr_decay if config.lr_schedule == "exponential_per_epoch" else 1.0
+  return {"lr_decay": jnp.asarray(decay, jnp.float32),
+          "steps_per_epoch": jnp.asarray(-(-int(dataset_size) // config.batch_size), jnp.int32)}
+
+
+def learning_rate_at(state: TrainState) -> jax.Array:
+  """The step size of the update ``state.step``."""
+  return state.learning_rate * state.lr_decay ** (state.step // state.steps_per_epoch)
 
 
 def train_step(state: TrainState, batch: jax.Array, key: jax.Array
@@ -211,7 +241,8 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  updates = jax.tree.map(lambda u: state.learning_rate * u, updates)
+  learning_rate = learning_rate_at(state)
+  updates = jax.tree.map(lambda u: learning_rate * u, updates)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state)
   # The barrier puts the norm's reductions after the update. Left free,
@@ -219,7 +250,7 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
   # step at B=64 11-15% slower on 2 cores (benchmarks/RESULTS.md).
   grads, new_state = jax.lax.optimization_barrier((grads, new_state))
   grad_norm = optax.tree.norm(grads)
-  metrics = dict(metrics, grad_norm=grad_norm,
+  metrics = dict(metrics, grad_norm=grad_norm, learning_rate=learning_rate,
                  finite=(jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(jnp.float32))
   return new_state, metrics
 
