@@ -1,0 +1,161 @@
+"""A PyTorch-VAE BetaTCVAE checkpoint as a betatc_jax workdir.
+
+  python -m betatc_jax.import_torch --checkpoint last.ckpt \
+      --config configs/seed_celeba.py --workdir workdirs/imported \
+      [--config.dataset.path=/data/celeba/img_align_celeba]
+
+Reads a PyTorch Lightning checkpoint (a dict whose ``state_dict`` keys carry
+the ``model.`` prefix, as PyTorch-VAE saves them) or a bare ``state_dict``,
+converts the weights (``torch_compat.params_from_torch_state_dict``), checks
+them against the config's model, and writes ``WORKDIR/config.json`` and an
+Orbax checkpoint at step 0 (the imported params, a fresh Adam state). Then
+``python -m betatc_jax.evaluate --workdir WORKDIR``, traversals, and
+``train.py --config ... --workdir WORKDIR`` (fine-tuning from the imported
+weights) work on it. torch is needed only here (the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from betatc_jax import checkpointing, torch_compat, train_lib
+
+
+def load_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
+  """The state dict in a torch checkpoint file (Lightning or bare).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: not a torch checkpoint, or no state dict in it.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"No checkpoint file {path}.")
+  try:
+    import torch
+  except ImportError as e:  # pragma: no cover - torch is in the test extra
+    raise ImportError("Importing a PyTorch checkpoint needs torch: pip install torch") from e
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises many types for a file that is not its own
+    raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:200]}).") from e
+  state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
+  if not isinstance(state_dict, Mapping) or not all(
+      hasattr(v, "shape") for v in state_dict.values()):
+    raise ValueError(f"{path} holds no state dict (a mapping of names to tensors).")
+  return dict(state_dict)
+
+
+def image_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """The model's input shape for the config's dataset, without loading it."""
+  d = config.dataset
+  if d.name == "images":
+    return (d.image_size, d.image_size, d.channels)
+  if d.name in ("dsprites", "tfds:dsprites"):
+    return (64, 64, 1)
+  return (64, 64, 3)   # tfds:shapes3d
+
+
+def check_params(params: Any, config: ml_collections.ConfigDict,
+                 shape: tuple[int, int, int]) -> None:
+  """Raises ValueError, naming the parameters, when ``params`` do not fit the
+  config's model."""
+  model = train_lib.make_model(config, shape)
+  want = jax.eval_shape(lambda: train_lib.init_params(model, shape, 0)[0])
+  flat = lambda tree: {jax.tree_util.keystr(p): tuple(np.shape(v))
+                       for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  got, expected = flat(params), flat(want)
+  problems = [f"{k}: checkpoint {got.get(k, 'missing')} vs model {v}"
+              for k, v in expected.items() if got.get(k) != v]
+  problems += [f"{k}: unexpected" for k in got.keys() - expected.keys()]
+  if problems:
+    raise ValueError("The checkpoint does not fit the config's model "
+                     f"({config.model.arch}, D={config.model.latent_dim}, input {shape}): "
+                     + "; ".join(sorted(problems)[:8]))
+
+
+def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.ConfigDict,
+                      workdir: str | pathlib.Path) -> pathlib.Path:
+  """Converts ``checkpoint`` and writes the workdir (see the module docstring).
+
+  Raises:
+    FileNotFoundError, ValueError: a missing or unreadable file, a state dict
+      of another architecture (the missing or unexpected keys named), an
+      invalid config, or a workdir that already has checkpoints.
+  """
+  train_lib.validate_config(config)
+  if config.model.arch != "seed_conv":
+    raise ValueError(f"PyTorch-VAE checkpoints are the seed's conv net: use model.arch="
+                     f"'seed_conv', not {config.model.arch!r}.")
+  state_dict = load_state_dict(checkpoint)
+  try:
+    params = torch_compat.params_from_torch_state_dict(state_dict)
+  except KeyError as e:
+    raise ValueError(f"Not a seed BetaTCVAE state dict: missing {e}.") from e
+  used = _used_keys(state_dict)
+  unexpected = sorted(k for k in state_dict if k not in used)
+  if unexpected:
+    raise ValueError(f"Unexpected keys for the seed's BetaTCVAE: {unexpected[:8]}.")
+  shape = image_shape(config)
+  check_params(params, config, shape)
+  workdir = pathlib.Path(workdir)
+  manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+  if manager.latest_step() is not None:
+    raise ValueError(f"{workdir} already has checkpoints; import into a new workdir.")
+  params = jax.tree.map(np.asarray, params)
+  state = train_lib.create_train_state(config, None, shape, config.batch_size, params)
+  state = state.replace(step=np.zeros((), np.int32))     # as a trained run's step is stored
+  _, step_key = train_lib.init_params(train_lib.make_model(config, shape), shape, config.seed)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(config.to_json(indent=2))
+  checkpointing.save(manager, 0, train_lib.checkpoint_tree(state, step_key))
+  manager.wait_until_finished()
+  manager.close()
+  return workdir
+
+
+def _used_keys(state_dict: Mapping[str, Any]) -> set[str]:
+  """The keys ``params_from_torch_state_dict`` reads (with their prefix)."""
+  layers = ("encoder.", "fc.", "fc_mu.", "fc_var.", "decoder_input.", "decoder.",
+            "final_layer.0.", "final_layer.2.")
+  used = set()
+  for key in state_dict:
+    bare = key.removeprefix("model.")
+    if bare.startswith(layers) and bare.endswith((".weight", ".bias")):
+      used.add(key)
+  return used
+
+
+def main(argv: list[str] | None = None) -> int:
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  flags.DEFINE_string("checkpoint", None, "A PyTorch-VAE / Lightning checkpoint file.")
+  flags.DEFINE_string("workdir", None, "The new workdir.")
+  config_flags.DEFINE_config_file("config", None, "The config to import into.", lock_config=True)
+  flags.mark_flags_as_required(["checkpoint", "config", "workdir"])
+
+  def run(args):
+    if len(args) > 1:
+      raise app.UsageError(f"Unexpected arguments: {args[1:]}")
+    try:
+      path = import_checkpoint(flags.FLAGS.checkpoint, flags.FLAGS.config, flags.FLAGS.workdir)
+    except (FileNotFoundError, ValueError, checkpointing.CheckpointError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"imported {flags.FLAGS.checkpoint} into {path} (step 0)")
+
+  app.run(run, argv=argv)
+  return 0
+
+
+if __name__ == "__main__":
+  main()
