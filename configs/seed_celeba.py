@@ -25,10 +25,14 @@ The seed's quirks, and what this config does about each:
 * Random horizontal flip. The seed flips each training image with p = 0.5;
   this config does not yet (no augmentation in the pipeline).
 
-Expect, measured: decoding CelebA's 162,770 JPEGs once takes ~2.5 min on 2
-CPU cores (~1,100 img/s, then cached: 2.0 GB, loaded in seconds); one epoch
-is 2,544 steps of the seed_conv step, ~10 min on 2 CPU cores (~270 img/s),
-so the 10 epochs take ~1.7 hours there, and a few minutes on a GPU.
+Expect: decoding the 162,770 JPEGs once takes ~1.5 min on 2 CPU cores (1,934
+img/s measured on CelebA-sized 178×218 JPEGs, benchmarks/image_folder_speed.py),
+then they are cached (2.0 GB) and load in seconds. An epoch is 2,544 steps;
+at the seed_conv step's measured ~270 img/s on 2 CPU cores that is ~10 min an
+epoch, ~1.7 hours for the 10 epochs (estimated from those two measurements,
+not run here: no CelebA). On a GPU, an estimate without a measurement: a few
+minutes. A real training step of this config on CPU was measured only on a
+synthetic folder (tests/test_images.py).
 """
 
 from configs import seed_conv
