@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.max_images = 0        # images: keep at most this many; 0 = all
   config.dataset.every = 1             # images: keep every k-th file
   config.dataset.skip_bad = False      # images: skip unreadable files instead of failing
+  config.dataset.random_flip = False   # flip training images left-right with p = 1/2 (on device)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.num_images = 8           # images in the reconstruction/traversal PNGs

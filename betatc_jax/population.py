@@ -189,7 +189,8 @@ def create_population_state(configs: Sequence[ml_collections.ConfigDict],
       weights=stack([train_lib.objective_weights(c) for c in configs]),
       learning_rate=jnp.asarray([c.learning_rate for c in configs], jnp.float32),
       **stack([train_lib.learning_rate_schedule(c, dataset_size) for c in configs]),
-      objective=train_lib.make_objective(configs[0], dataset_size))
+      objective=train_lib.make_objective(configs[0], dataset_size),
+      random_flip=bool(configs[0].dataset.random_flip))
   return state, jnp.stack(keys)
 
 

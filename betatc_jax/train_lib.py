@@ -138,6 +138,8 @@ class TrainState(train_state.TrainState):
     objective: static ``losses.weighted_objective`` with the dataset size and
       likelihood bound: ``objective(x, decoder_out, mu, logvar, z, step,
       weights) -> (loss, metrics)``.
+    random_flip: static; flip each training image with probability ½, drawn
+      from ``fold_in(step key, 1)`` (a pure function of (seed, step)).
   """
   weights: losses.ObjectiveWeights
   learning_rate: jax.Array
@@ -145,6 +147,14 @@ class TrainState(train_state.TrainState):
   steps_per_epoch: jax.Array
   objective: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] = flax.struct.field(
       pytree_node=False)
+  random_flip: bool = flax.struct.field(pytree_node=False, default=False)
+
+
+def random_flip(x: jax.Array, key: jax.Array) -> jax.Array:
+  """Each image mirrored left-right with probability ½ (the seed's
+  RandomHorizontalFlip), from ``key``: x [B, H, W, C] -> [B, H, W, C]."""
+  flip = jax.random.bernoulli(key, 0.5, (x.shape[0],))
+  return jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
 
 
 def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]) -> models.VAE:
@@ -199,7 +209,8 @@ def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
                            weights=objective_weights(config),
                            learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
                            **learning_rate_schedule(config, dataset_size),
-                           objective=make_objective(config, dataset_size))
+                           objective=make_objective(config, dataset_size),
+                           random_flip=bool(config.dataset.random_flip))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, dataset_size: int
@@ -234,6 +245,8 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
   """
   x = batch.astype(jnp.float32) / 255.0
   step_key = jax.random.fold_in(key, state.step)
+  if state.random_flip:
+    x = random_flip(x, jax.random.fold_in(step_key, 1))
 
   def loss_fn(params):
     decoder_out, mu, logvar, z = state.apply_fn({"params": params}, x, step_key)

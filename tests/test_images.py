@@ -176,3 +176,35 @@ def test_seed_celeba_needs_a_folder(tmp_path):
   config.lr_schedule = "cosine"
   with pytest.raises(ValueError, match="lr_schedule must be one of"):
     train_lib.train(config, str(tmp_path / "w"))
+
+
+def test_random_flip_is_a_pure_function_of_the_step_key():
+  """The step flips exactly the images its key says, so a resumed run sees the
+  same flips; about half of them; the loss is the loss of the flipped batch."""
+  import jax
+  import jax.numpy as jnp
+
+  from betatc_jax import train_lib
+  from train_test import small_config
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(256, 4, 5, 1)), jnp.float32)
+  key = jax.random.key(7)
+  a, b = train_lib.random_flip(x, key), train_lib.random_flip(x, key)
+  np.testing.assert_array_equal(a, b)
+  flipped = np.all(np.asarray(a) == np.asarray(x)[:, :, ::-1], axis=(1, 2, 3))
+  kept = np.all(np.asarray(a) == np.asarray(x), axis=(1, 2, 3))
+  assert np.all(flipped | kept) and 0.4 < flipped.mean() < 0.6
+
+  config = small_config(batch_size=8, **{"dataset.random_flip": True})
+  state = train_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), 5_760)
+  assert state.random_flip
+  batch = jnp.asarray(np.random.default_rng(1).integers(0, 2, (8, 64, 64, 1)) * 255, jnp.uint8)
+  base_key = jax.random.key(3)
+  _, metrics = jax.jit(train_lib.train_step)(state, batch, base_key)
+  step_key = jax.random.fold_in(base_key, 0)
+  x = train_lib.random_flip(batch.astype(jnp.float32) / 255.0, jax.random.fold_in(step_key, 1))
+  out, mu, logvar, z = state.apply_fn({"params": state.params}, x, step_key)
+  loss, _ = state.objective(x, out, mu, logvar, z, 0, state.weights)
+  np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
+  unflipped = state.replace(random_flip=False)
+  _, plain = jax.jit(train_lib.train_step)(unflipped, batch, base_key)
+  assert float(plain["loss"]) != float(metrics["loss"])
