@@ -55,8 +55,16 @@ def test_workdir_without_checkpoint(tmp_path, capsys):
 
 
 def test_dataset_without_factors(evaluated):
+  """No factors: the unsupervised metrics, and the supervised ones marked not
+  applicable (None), not an error and not 0."""
   from betatc_jax.data.ground_truth import GroundTruthDataset
-  config = small_config()
-  ds = GroundTruthDataset(np.zeros((40, 64, 64, 1), np.uint8), np.zeros((40, 0), np.int32), (), ())
-  with pytest.raises(ValueError, match="no ground-truth factors"):
-    evaluate.evaluate_params(config, None, ds, step=0)
+  config = evaluate.load_config(evaluated)
+  _, params = evaluate.restore_params(config, evaluated, (64, 64, 1))
+  images = train_lib.dataset_from_config(config).images[:40]
+  ds = GroundTruthDataset(images, np.zeros((40, 0), np.int32), (), ())
+  result = evaluate.evaluate_params(config, params, ds, step=12)
+  assert all(result[k] is None for k in evaluate.SUPERVISED)
+  assert set(result["not_applicable"]["metrics"]) == set(evaluate.SUPERVISED)
+  for key in ("mi", "tc", "dim_kl", "kl", "log_px"):
+    assert np.isfinite(result[key]), key
+  assert result["num_points"] == 40 and len(result["kl_per_dim"]) == config.model.latent_dim
