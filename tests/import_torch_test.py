@@ -1,10 +1,8 @@
 """python -m betatc_jax.import_torch: PyTorch-VAE checkpoints in, end to end."""
 
-import functools
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,7 @@ from PIL import Image
 
 from betatc_jax import evaluate, import_torch, models, train_lib
 from configs import seed_celeba
-from torch_reference import BetaTCVAE
+from torch_reference import BetaTCVAE, assert_seed_conv_matches
 from train_test import ROOT
 
 
@@ -50,15 +48,7 @@ def assert_matches_torch(workdir, ref):
   rng = np.random.default_rng(1)
   x = rng.uniform(0, 1, (3, 3, 64, 64)).astype(np.float32)
   z = rng.normal(size=(3, 10)).astype(np.float32)
-  with torch.no_grad():
-    mu_t, logvar_t = ref.encode(torch.from_numpy(x))
-    recon_t = ref.decode(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
-  mu, logvar = jax.jit(functools.partial(model.apply, method="encode"))(
-      {"params": params}, x.transpose(0, 2, 3, 1))
-  recon = jax.jit(functools.partial(model.apply, method="decode"))({"params": params}, z)
-  np.testing.assert_allclose(mu, mu_t.numpy(), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(logvar, logvar_t.numpy(), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(recon, recon_t, rtol=1e-5, atol=1e-5)
+  assert_seed_conv_matches(ref, params, model, x, z, atol=1e-5)
 
 
 def test_lightning_checkpoint_through_the_command_then_evaluate_and_fine_tune(setup):

@@ -1,6 +1,5 @@
 """Parity with the PyTorch reference (the seed), in float32 at rtol 1e-5."""
 
-import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 from betatc_jax import losses, models, torch_compat
-from torch_reference import BetaTCVAE
+from torch_reference import BetaTCVAE, assert_seed_conv_matches
 
 
 def _posterior(seed, b, d):
@@ -59,15 +58,7 @@ def test_seed_conv_forward_matches_torch():
   rng = np.random.default_rng(0)
   x = rng.uniform(-1, 1, (5, 3, 64, 64)).astype(np.float32)
   z = rng.normal(size=(5, 10)).astype(np.float32)
-  with torch.no_grad():
-    mu_t, logvar_t = ref.encode(torch.from_numpy(x))
-    recon_t = ref.decode(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
-  mu, logvar = jax.jit(functools.partial(model.apply, method="encode"))(
-      {"params": params}, x.transpose(0, 2, 3, 1))
-  recon = jax.jit(functools.partial(model.apply, method="decode"))({"params": params}, z)
-  np.testing.assert_allclose(mu, mu_t.numpy(), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(logvar, logvar_t.numpy(), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(recon, recon_t, rtol=1e-5, atol=1e-6)
+  assert_seed_conv_matches(ref, params, model, x, z)
 
 
 def test_state_dict_of_another_model_rejected():

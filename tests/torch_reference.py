@@ -118,3 +118,21 @@ class BetaTCVAE(nn.Module):
         self.beta * tc_loss + anneal_rate * self.gamma * kld_loss)
     return {'loss': loss, 'Reconstruction_Loss': recons_loss, 'KLD': kld_loss,
             'TC_Loss': tc_loss, 'MI_Loss': mi_loss}
+
+
+def assert_seed_conv_matches(ref, params, model, x_nchw, z, atol=1e-6):
+  """Our seed_conv ``model`` with ``params`` gives the torch ``ref``'s encoder
+  and decoder outputs (rtol 1e-5) on images ``x_nchw`` and latents ``z``."""
+  import functools
+
+  import jax
+  import numpy as np
+  with torch.no_grad():
+    mu_t, logvar_t = ref.encode(torch.from_numpy(x_nchw))
+    recon_t = ref.decode(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
+  mu, logvar = jax.jit(functools.partial(model.apply, method="encode"))(
+      {"params": params}, x_nchw.transpose(0, 2, 3, 1))
+  recon = jax.jit(functools.partial(model.apply, method="decode"))({"params": params}, z)
+  np.testing.assert_allclose(mu, mu_t.numpy(), rtol=1e-5, atol=atol)
+  np.testing.assert_allclose(logvar, logvar_t.numpy(), rtol=1e-5, atol=atol)
+  np.testing.assert_allclose(recon, recon_t, rtol=1e-5, atol=atol)
