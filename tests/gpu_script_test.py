@@ -22,14 +22,15 @@ def load_driver():
 
 def measured(t_full, t_small, eval_seconds=2.0):
   return {"members": 24, "population_step_seconds": t_full, "small_population_members": 4,
-          "small_population_step_seconds": t_small, "eval_seconds_per_run": eval_seconds}
+          "small_population_step_seconds": t_small, "eval_first_seconds": 1.0,
+          "eval_seconds_per_run": eval_seconds}
 
 
 @pytest.mark.parametrize("t_full,t_small,left,betas,steps", [
     # The whole grid fits 18,000 steps: all of it.
     (0.01, 0.004, 400.0, [1, 2, 4, 6, 8, 10], 18_000),
     # Only 3 β fit 18,000 steps at t(12) = 0.004 + 0.016·8/20 = 0.0104 s.
-    (0.02, 0.004, 18_000 * 0.0104 + 12 * 2 + 1, [1, 6, 10], 18_000),
+    (0.02, 0.004, 18_000 * 0.0104 + 12 * 2 + 1 + 1, [1, 6, 10], 18_000),
     # Not even β=6 alone: as many steps as fit, rounded down to 100s.
     (0.5, 0.05, 300.0, [6], 5_800),
 ])
@@ -38,7 +39,7 @@ def test_plan_prefers_the_papers_steps_then_the_most_betas(t_full, t_small, left
   plan = driver.plan(driver.settings(False), measured(t_full, t_small), left, driver.PAPER_STEPS)
   assert plan["betas"] == betas and plan["steps"] == steps
   assert plan["members"] == 4 * len(betas)
-  assert plan["steps"] * plan["step_seconds"] + 2.0 * plan["members"] <= left
+  assert plan["steps"] * plan["step_seconds"] + 1.0 + 2.0 * plan["members"] <= left
 
 
 def test_smoke_run_writes_every_output(tmp_path):
