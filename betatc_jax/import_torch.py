@@ -100,8 +100,7 @@ def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.Con
     params = torch_compat.params_from_torch_state_dict(state_dict)
   except KeyError as e:
     raise ValueError(f"Not a seed BetaTCVAE state dict: missing {e}.") from e
-  used = _used_keys(state_dict)
-  unexpected = sorted(k for k in state_dict if k not in used)
+  unexpected = torch_compat.unexpected_keys(state_dict)
   if unexpected:
     raise ValueError(f"Unexpected keys for the seed's BetaTCVAE: {unexpected[:8]}.")
   shape = image_shape(config)
@@ -120,18 +119,6 @@ def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.Con
   manager.wait_until_finished()
   manager.close()
   return workdir
-
-
-def _used_keys(state_dict: Mapping[str, Any]) -> set[str]:
-  """The keys ``params_from_torch_state_dict`` reads (with their prefix)."""
-  layers = ("encoder.", "fc.", "fc_mu.", "fc_var.", "decoder_input.", "decoder.",
-            "final_layer.0.", "final_layer.2.")
-  used = set()
-  for key in state_dict:
-    bare = key.removeprefix("model.")
-    if bare.startswith(layers) and bare.endswith((".weight", ".bias")):
-      used.add(key)
-  return used
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -298,9 +298,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     raise ValueError("Populations run in one process (use the mesh's devices instead).")
   configs = validate_population(base, members)
   dataset = dataset if dataset is not None else train_lib.dataset_from_config(base)
-  if len(dataset) < base.batch_size:
-    raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size "
-                     f"{base.batch_size}.")
+  train_lib.check_holds_a_batch(dataset, base.batch_size)
   mesh = make_mesh(len(members), base.batch_size, member_devices)
   workdir = pathlib.Path(workdir)
   record = _population_record(base, members)
@@ -323,16 +321,17 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     directory = member_dir(workdir, member.name)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(config.to_json(indent=2))
-    train_lib._truncate_metrics(directory / "metrics.jsonl", start_step)
+    train_lib.truncate_metrics(directory / "metrics.jsonl", start_step)
 
   batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, DATA_AXIS))
+  indices_sharding = NamedSharding(mesh, P(None, MEMBER_AXIS, DATA_AXIS))   # [S, K, B]
   state_shardings = jax.tree.map(lambda _: by_member, states)
   out_shardings = (state_shardings, by_member)
   if data_on_device:
     images = jax.device_put(dataset.images, NamedSharding(mesh, P()))
     step_fn = jax.jit(population_step_from_indices, donate_argnums=0,
                       in_shardings=(state_shardings, NamedSharding(mesh, P()),
-                                    NamedSharding(mesh, P(None, MEMBER_AXIS, DATA_AXIS)),
+                                    indices_sharding,
                                     NamedSharding(mesh, P()), by_member),
                       out_shardings=out_shardings)
   else:
@@ -361,7 +360,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       num = boundary - step
       indices, pending = upcoming, []
       if data_on_device:
-        indices = jax.device_put(indices, NamedSharding(mesh, P(None, MEMBER_AXIS, DATA_AXIS)))
+        indices = jax.device_put(indices, indices_sharding)
         for offset in range(num):
           states, metrics = step_fn(states, images, indices, np.int32(offset), keys)
           pending.append(metrics)

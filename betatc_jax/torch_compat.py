@@ -34,6 +34,18 @@ def _dense(sd: Mapping[str, Any], name: str) -> dict[str, np.ndarray]:
   return {"kernel": _np(sd[f"{name}.weight"]).T, "bias": _np(sd[f"{name}.bias"])}
 
 
+_SEED_LAYERS = ("encoder.", "fc.", "fc_mu.", "fc_var.", "decoder_input.", "decoder.",
+                "final_layer.0.", "final_layer.2.")
+
+
+def unexpected_keys(state_dict: Mapping[str, Any]) -> list[str]:
+  """The keys of ``state_dict`` that ``params_from_torch_state_dict`` does not
+  read (with their ``model.`` prefix, if any), sorted."""
+  return sorted(k for k in state_dict
+                if not (k.removeprefix("model.").startswith(_SEED_LAYERS)
+                        and k.endswith((".weight", ".bias"))))
+
+
 def params_from_torch_state_dict(state_dict: Mapping[str, Any],
                                  arch: str = "seed_conv") -> dict[str, Any]:
   """Converts a seed ``BetaTCVAE.state_dict()`` to flax params.

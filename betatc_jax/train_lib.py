@@ -306,7 +306,14 @@ def restore_state(manager: Any, state: TrainState, rng: jax.Array
   return step, state, jax.random.wrap_key_data(restored["rng"])
 
 
-def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+def check_holds_a_batch(dataset: GroundTruthDataset, batch_size: int) -> None:
+  """Raises ValueError when ``dataset`` has fewer images than one batch."""
+  if len(dataset) < batch_size:
+    raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size "
+                     f"{batch_size}.")
+
+
+def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   """Drops rows logged after ``last_step`` (from a run that died after its
   last checkpoint), so the resumed run's rows are not duplicated."""
   if not path.exists():
@@ -356,9 +363,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   dataset = dataset_from_config(config)
-  if len(dataset) < config.batch_size:
-    raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size "
-                     f"{config.batch_size}.")
+  check_holds_a_batch(dataset, config.batch_size)
 
   workdir_path = pathlib.Path(workdir)
   workdir_path.mkdir(parents=True, exist_ok=True)
@@ -380,7 +385,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   start_step = int(state.step)
   if is_chief:
     (workdir_path / "config.json").write_text(config.to_json(indent=2))
-    _truncate_metrics(workdir_path / "metrics.jsonl", start_step)
+    truncate_metrics(workdir_path / "metrics.jsonl", start_step)
 
   step_fn = jit_train_step(mesh, state_sharding)
   writer = MetricWriter(workdir_path, enabled=is_chief)

@@ -93,12 +93,11 @@ def timed_steps(step, state, num: int) -> float:
 
 def measure(s: dict, sweep, dataset) -> dict:
   """(c): single-run and full-grid population step times, one run's evaluation."""
-  import argparse as _argparse
-  fake = _argparse.Namespace(batch_size=s["batch_size"], learning_rate=1e-3,
+  fake = argparse.Namespace(batch_size=s["batch_size"], learning_rate=1e-3,
                              subsample=s["subsample"], eval_samples=s["eval_samples"],
                              checkpoint_every=500)
   base = sweep.base_config(fake, 1)
-  grid = _argparse.Namespace(methods=sweep.DEFAULT_METHODS, betas=s["betas"], seeds=s["seeds"])
+  grid = argparse.Namespace(methods=sweep.DEFAULT_METHODS, betas=s["betas"], seeds=s["seeds"])
   members = sweep.members(grid)
   configs = population.validate_population(base, members)
   b, n = s["batch_size"], len(dataset)
