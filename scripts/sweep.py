@@ -160,6 +160,7 @@ def train_population(args: argparse.Namespace) -> None:
 
   root = pathlib.Path(args.root)
   runs = members(args)
+  run_of = {run_name(*g): g for g in grid(args)}            # name -> (method, β, seed)
   milestones = sorted(set(args.eval_steps) | {args.steps})
   dataset = train_lib.dataset_from_config(base_config(args, args.steps))
   timing_path = root / "timing.json"
@@ -177,8 +178,8 @@ def train_population(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     states, keys = population.train_population(config, runs, root, dataset=dataset,
                                                data_on_device=not args.host_data)
-    earlier = max((float(k) for k in timing if int(k) < step), default=None)
-    train_seconds = (timing[str(int(earlier))]["train_seconds"] if earlier is not None else 0.0) \
+    earlier = max((int(k) for k in timing if int(k) < step), default=None)
+    train_seconds = (timing[str(earlier)]["train_seconds"] if earlier is not None else 0.0) \
         + time.perf_counter() - t0
     final = step == args.steps
     if final and not args.no_export:
@@ -191,7 +192,7 @@ def train_population(args: argparse.Namespace) -> None:
         other_metrics=final and not args.skip_other_metrics)
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
-      method, beta, seed = next(g for g in grid(args) if run_name(*g) == member.name)
+      method, beta, seed = run_of[member.name]
       result.update(method=method, beta=beta, seed=seed, train_seconds=train_seconds,
                     eval_seconds=eval_seconds / len(todo))
       path = eval_path(population.member_dir(root, member.name), step)
