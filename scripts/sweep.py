@@ -38,6 +38,7 @@ Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import os
@@ -95,6 +96,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="do not write each run's checkpoint into its member workdir")
   parser.add_argument("--timing_log", default="",
                       help="append one JSON line per milestone (train/eval seconds) to this file")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="set a config key shared by every run, e.g. objective.anneal_steps=500 "
+                           "(repeatable; a Python literal, else a string)")
   args = parser.parse_args(argv)
   unknown = set(args.methods) - set(METHODS)
   if unknown:
@@ -105,7 +109,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.error("--steps must be >= 1 and every --eval_steps in [1, --steps)")
   if len(args.subsample) != 5:
     parser.error("--subsample needs one step per dSprites factor (5 numbers)")
+  try:
+    args.set = dict(parse_setting(s) for s in args.set)
+    base_config(args, args.steps)
+  except ValueError as e:
+    parser.error(str(e))
   return args
+
+
+# Keys each run of the grid sets itself, or the sweep's flags own.
+SWEEP_KEYS = ("seed", "objective.name", "objective.beta", "objective.estimator", "batch_size",
+              "learning_rate", "num_train_steps", "dataset.subsample", "eval.num_samples")
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+  """``"a.b=1e-3"`` -> ``("a.b", 0.001)``: the value as a Python literal, else a string."""
+  key, sep, value = text.partition("=")
+  if not sep or not key:
+    raise ValueError(f"--set needs KEY=VALUE, got {text!r}")
+  if key in SWEEP_KEYS:
+    raise ValueError(f"--set {key} is not allowed: the sweep sets it (its own flag or the grid)")
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
 
 
 def run_name(method: str, beta: float, seed: int) -> str:
@@ -113,8 +140,15 @@ def run_name(method: str, beta: float, seed: int) -> str:
 
 
 def base_config(args: argparse.Namespace, steps: int):
-  """What every run of the sweep shares: the paper's MLP, Bernoulli, the data."""
-  from betatc_jax import default_config
+  """What every run of the sweep shares: the paper's MLP, Bernoulli, the data,
+  and the ``--set`` keys.
+
+  Raises:
+    ValueError: an unknown ``--set`` key, a value of the wrong type, or an
+      invalid config.
+  """
+  import ml_collections
+  from betatc_jax import default_config, train_lib
   config = default_config.get_config()
   config.batch_size = args.batch_size
   config.learning_rate = args.learning_rate
@@ -129,6 +163,18 @@ def base_config(args: argparse.Namespace, steps: int):
   config.dataset.subsample = tuple(args.subsample)
   config.eval.at_end = False            # evaluated here, at every milestone
   config.eval.num_samples = args.eval_samples
+  for key, value in args.set.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node.get(p) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ValueError(f"--set {key}: no such config key")
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ValueError(f"--set {key}={value!r}: {e}") from None
+  train_lib.validate_config(config)
   return config
 
 

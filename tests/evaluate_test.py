@@ -21,11 +21,12 @@ def evaluated(tmp_path_factory):
 def test_training_ends_with_an_evaluation(evaluated):
   result = json.loads((evaluated / "eval.json").read_text())
   for key in ("mig", "mig_with_shape", "mig_histogram", "mi", "tc", "dim_kl", "kl", "log_px",
-              "factorvae_score", "dci_disentanglement", "step"):
+              "step") + evaluate.OTHER_METRICS:
     assert key in result, key
   assert result["step"] == 12 and result["mig_excluded_factors"] == ["shape"]
-  for key in ("mig", "mig_with_shape", "mig_histogram", "factorvae_score", "dci_disentanglement"):
+  for key in ("mig", "mig_with_shape", "mig_histogram") + evaluate.OTHER_METRICS:
     assert 0.0 <= result[key] <= 1.0, (key, result[key])
+  assert result["explicitness"] >= 0.5 - 0.05    # an AUC: chance is 0.5
   assert result["mi"] >= 0 and result["kl"] > 0 and result["log_px"] < 0
   per_factor = list(result["mig_per_factor"].values())
   np.testing.assert_allclose(result["mig"], np.mean(per_factor[1:]), rtol=1e-6)

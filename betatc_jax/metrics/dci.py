@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from betatc_jax.metrics.codes import check_codes_and_factors
+
 
 def _entropy(p: np.ndarray, base: int, axis: int) -> np.ndarray:
   p = p / p.sum(axis=axis, keepdims=True)
@@ -59,9 +61,7 @@ def dci(codes: np.ndarray, factors: np.ndarray, *, rng: np.random.Generator,
   """
   from sklearn.ensemble import RandomForestClassifier
 
-  codes, factors = np.asarray(codes), np.asarray(factors)
-  if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors):
-    raise ValueError(f"codes [N, D] and factors [N, K] needed, got {codes.shape}, {factors.shape}.")
+  codes, factors = check_codes_and_factors(codes, factors)
   n = len(codes)
   num_train = min(num_train, n // 2)
   num_test = min(num_test, n - num_train)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from betatc_jax.metrics.codes import check_codes_and_factors, discretize
 from betatc_jax.metrics.entropy import DEFAULT_CHUNK, mixture_log_density, sample_posterior
 
 
@@ -136,10 +137,8 @@ def mig_histogram(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20,
   """disentanglement_lib's MIG: codes [N, D] (e.g. the posterior means)
   discretized into ``num_bins`` equal-width bins per dimension; factors int
   [N, K]. Returns the same keys as ``mig`` (without ``entropies``)."""
-  codes, factors = np.asarray(codes), np.asarray(factors)
-  if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors):
-    raise ValueError(f"codes [N, D] and factors [N, K] needed, got {codes.shape}, {factors.shape}.")
-  binned = np.stack([np.digitize(c, np.histogram(c, num_bins)[1][:-1]) for c in codes.T], axis=1)
+  codes, factors = check_codes_and_factors(codes, factors)
+  binned = discretize(codes, num_bins)
   mutual_info = np.array([[discrete_mutual_info(factors[:, k], binned[:, j])
                            for j in range(codes.shape[1])] for k in range(factors.shape[1])])
   factor_entropies = np.array([_factor_entropy(np.unique(f, return_inverse=True)[1])
