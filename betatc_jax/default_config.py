@@ -29,13 +29,28 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.conv_impl = "auto"      # auto (matmul on CPU, lax elsewhere) | lax | matmul
 
   config.objective = ml_collections.ConfigDict()
-  config.objective.name = "betatc"     # betatc | beta_vae
+  config.objective.name = "betatc"     # betatc | beta_vae | factorvae | dip_vae_i | dip_vae_ii | annealed_vae
   config.objective.alpha = 1.0
   config.objective.beta = 6.0
   config.objective.gamma = 1.0
   config.objective.estimator = "mss"   # mss | mws | reference
   config.objective.likelihood = "bernoulli"  # bernoulli | gaussian
   config.objective.anneal_steps = 0    # 0: no warm-up of dim_kl
+  # FactorVAE (objective.name = "factorvae"): recon + KL + factorvae_gamma · TC(discriminator)
+  config.objective.factorvae_gamma = 10.0
+  config.objective.discriminator_layers = 6      # the paper: 6 × 1000, leaky ReLU
+  config.objective.discriminator_width = 1000
+  config.objective.discriminator_learning_rate = 1e-4  # its Adam: the paper's lr, β1, β2
+  config.objective.discriminator_b1 = 0.5
+  config.objective.discriminator_b2 = 0.9
+  # DIP-VAE-I/II: recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ (C_ii − 1)², λ_d = factor · λ_od
+  config.objective.dip_lambda_od = 1.0
+  config.objective.dip_lambda_d_factor = 10.0    # disentanglement_lib: 10 for I, 1 for II
+  # Annealed VAE: recon + capacity_gamma · |KL − C|, C growing linearly to
+  # capacity_max over capacity_steps
+  config.objective.capacity_gamma = 1000.0
+  config.objective.capacity_max = 25.0
+  config.objective.capacity_steps = 100_000
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "dsprites"     # dsprites | tfds:dsprites | tfds:shapes3d | images

@@ -57,10 +57,8 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
     checkpointing.CheckpointError: a checkpoint that cannot be restored.
   """
   workdir = pathlib.Path(workdir)
-  state = jax.eval_shape(lambda: train_lib.create_train_state(
-      config, jax.random.key(0), image_shape, config.batch_size))
-  rng = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
-  target = {"params": state.params, "opt_state": state.opt_state, "step": state.step, "rng": rng}
+  target = jax.eval_shape(lambda: train_lib.checkpoint_tree(train_lib.create_train_state(
+      config, jax.random.key(0), image_shape, config.batch_size), jax.random.key(0)))
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
   try:
     step, restored = checkpointing.restore_latest(manager, target)

@@ -1,4 +1,5 @@
-"""The β-TCVAE and β-VAE objectives as pure functions of arrays.
+"""The β-TCVAE objective, and the baselines it is compared with (β-VAE,
+FactorVAE's VAE side, DIP-VAE-I/II, the annealed VAE), as pure functions of arrays.
 
 Imports only jax and chex (through ``estimators``), so the loss can be used in
 any JAX training loop.
@@ -74,12 +75,19 @@ def reconstruction_nll(
 class ObjectiveWeights(NamedTuple):
   """The weights of ``weighted_objective``, as arrays (scalars for one run,
   [K] for a vmapped population of K runs), so one compiled step serves
-  β-VAE and β-TCVAE runs with any β and estimator.
+  runs of different objectives, β and estimators.
 
   Attributes:
     mi, tc, dim_kl, kl: float32 weights of the four KL terms.
     anneal_steps: int32 warm-up length of dim_kl (0: none).
     estimator: int32 ``estimators.estimator_code`` of the decomposition.
+    critic_tc: float32 weight of a discriminator's TC estimate (FactorVAE's γ).
+    dip_od, dip_d: float32 DIP-VAE weights of the off-diagonal and diagonal
+      covariance penalty.
+    dip_variance: float32, 0 or 1: DIP-VAE-II (1) adds the mean posterior
+      variance to the covariance of the means (DIP-VAE-I: 0).
+    capacity_gamma, capacity_max: float32 γ and C_max of the annealed VAE.
+    capacity_steps: int32 steps over which the capacity grows to C_max.
   """
   mi: jax.Array
   tc: jax.Array
@@ -87,34 +95,118 @@ class ObjectiveWeights(NamedTuple):
   kl: jax.Array
   anneal_steps: jax.Array
   estimator: jax.Array
+  critic_tc: jax.Array
+  dip_od: jax.Array
+  dip_d: jax.Array
+  dip_variance: jax.Array
+  capacity_gamma: jax.Array
+  capacity_max: jax.Array
+  capacity_steps: jax.Array
 
 
-OBJECTIVES: tuple[str, ...] = ("betatc", "beta_vae")
+OBJECTIVES: tuple[str, ...] = ("betatc", "beta_vae", "factorvae", "dip_vae_i", "dip_vae_ii",
+                               "annealed_vae")
+# Objectives whose train state carries a discriminator (``betatc_jax.critic``).
+CRITIC_OBJECTIVES: tuple[str, ...] = ("factorvae",)
 
 
 def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0,
-                      anneal_steps: int = 0, estimator: str = "mss") -> ObjectiveWeights:
+                      anneal_steps: int = 0, estimator: str = "mss",
+                      factorvae_gamma: float = 10.0, dip_lambda_od: float = 1.0,
+                      dip_lambda_d: float | None = None, capacity_gamma: float = 1000.0,
+                      capacity_max: float = 25.0, capacity_steps: int = 100_000
+                      ) -> ObjectiveWeights:
   """The weights that make ``weighted_objective`` one of the named objectives.
 
   * ``"betatc"``: mi, tc, dim_kl weighted α, β, γ (``betatc_objective``).
-  * ``"beta_vae"``: the analytic KL weighted β (``beta_vae_objective``); the
-    decomposition is then computed for monitoring only (weight 0).
+  * ``"beta_vae"``: the analytic KL weighted β (``beta_vae_objective``).
+  * ``"factorvae"`` (Kim & Mnih, 2018): KL + ``factorvae_gamma`` · the
+    discriminator's TC estimate (``betatc_jax.critic``).
+  * ``"dip_vae_i"`` / ``"dip_vae_ii"`` (Kumar et al., 2018): KL +
+    ``dip_penalty`` of the covariance of the means (I) or of q(z) (II),
+    with λ_d = ``dip_lambda_d`` (default 10·λ_od for I, λ_od for II, as
+    disentanglement_lib).
+  * ``"annealed_vae"`` (Burgess et al., 2018): γ·|KL − C(step)|.
+
+  For every objective but β-TCVAE the decomposition is computed for
+  monitoring only (weight 0).
 
   Raises:
-    ValueError: for an unknown objective or estimator.
+    ValueError: an unknown objective or estimator, or a negative weight.
   """
   if name not in OBJECTIVES:
     raise ValueError(f"Unknown objective {name!r}; expected one of {OBJECTIVES}.")
-  mi, tc, dim_kl, kl = (alpha, beta, gamma, 0.0) if name == "betatc" else (0.0, 0.0, 0.0, beta)
+  if dip_lambda_d is None:
+    dip_lambda_d = 10.0 * dip_lambda_od if name == "dip_vae_i" else dip_lambda_od
+  negative = {k: v for k, v in dict(
+      alpha=alpha, beta=beta, gamma=gamma, factorvae_gamma=factorvae_gamma,
+      dip_lambda_od=dip_lambda_od, dip_lambda_d=dip_lambda_d, capacity_gamma=capacity_gamma,
+      capacity_max=capacity_max, capacity_steps=capacity_steps, anneal_steps=anneal_steps
+  ).items() if v < 0}
+  if negative:
+    raise ValueError(f"Objective weights must be >= 0, got {negative}.")
+  w = dict(mi=0.0, tc=0.0, dim_kl=0.0, kl=1.0, critic_tc=0.0, dip_od=0.0, dip_d=0.0,
+           dip_variance=0.0, capacity_gamma=0.0, capacity_max=0.0)
+  if name == "betatc":
+    w.update(mi=alpha, tc=beta, dim_kl=gamma, kl=0.0)
+  elif name == "beta_vae":
+    w.update(kl=beta)
+  elif name == "factorvae":
+    w.update(critic_tc=factorvae_gamma)
+  elif name in ("dip_vae_i", "dip_vae_ii"):
+    w.update(dip_od=dip_lambda_od, dip_d=dip_lambda_d,
+             dip_variance=1.0 if name == "dip_vae_ii" else 0.0)
+  else:
+    w.update(kl=0.0, capacity_gamma=capacity_gamma, capacity_max=capacity_max)
   f32 = lambda v: jnp.asarray(v, jnp.float32)
-  return ObjectiveWeights(f32(mi), f32(tc), f32(dim_kl), f32(kl),
-                          jnp.asarray(anneal_steps, jnp.int32),
-                          jnp.asarray(estimators.estimator_code(estimator), jnp.int32))
+  i32 = lambda v: jnp.asarray(v, jnp.int32)
+  return ObjectiveWeights(
+      mi=f32(w["mi"]), tc=f32(w["tc"]), dim_kl=f32(w["dim_kl"]), kl=f32(w["kl"]),
+      anneal_steps=i32(anneal_steps), estimator=i32(estimators.estimator_code(estimator)),
+      critic_tc=f32(w["critic_tc"]), dip_od=f32(w["dip_od"]), dip_d=f32(w["dip_d"]),
+      dip_variance=f32(w["dip_variance"]), capacity_gamma=f32(w["capacity_gamma"]),
+      capacity_max=f32(w["capacity_max"]), capacity_steps=i32(capacity_steps))
+
+
+def dip_covariance(mu: jax.Array, logvar: jax.Array, include_variance: jax.Array | float
+                   ) -> jax.Array:
+  """DIP-VAE's covariance [D, D] of mu, logvar [B, D]:
+
+      Cov_B[μ] + include_variance · diag(mean_B σ²)
+
+  the covariance of the means (DIP-VAE-I, include_variance 0), or of the
+  aggregate posterior q(z) = mean_B N(μ, σ²) (DIP-VAE-II, 1). Cov_B uses
+  the 1/B (biased) normalisation, as disentanglement_lib.
+  """
+  chex.assert_rank([mu, logvar], 2)
+  centred = mu - mu.mean(axis=0, keepdims=True)
+  cov = centred.T @ centred / mu.shape[0]
+  return cov + jnp.asarray(include_variance, cov.dtype) * jnp.diag(jnp.exp(logvar).mean(axis=0))
+
+
+def dip_penalty(cov: jax.Array, lambda_od: jax.Array | float, lambda_d: jax.Array | float
+                ) -> jax.Array:
+  """λ_od · Σ_{i≠j} C_ij² + λ_d · Σ_i (C_ii − 1)² of a covariance C [D, D]."""
+  diagonal = jnp.diagonal(cov)
+  off_diagonal = jnp.sum(jnp.square(cov)) - jnp.sum(jnp.square(diagonal))
+  return lambda_od * off_diagonal + lambda_d * jnp.sum(jnp.square(diagonal - 1.0))
+
+
+def capacity_at(step: jax.Array | int, capacity_max: jax.Array | float,
+                capacity_steps: jax.Array | int) -> jax.Array:
+  """The annealed VAE's target KL at update ``step`` (0-based):
+  C_max · min(step / T, 1), disentanglement_lib's schedule (T <= 0: C_max)."""
+  step = jnp.asarray(step, jnp.float32)
+  steps = jnp.asarray(capacity_steps, jnp.float32)
+  fraction = jnp.where(steps > 0, jnp.minimum(step / jnp.maximum(steps, 1.0), 1.0), 1.0)
+  return jnp.asarray(capacity_max, jnp.float32) * fraction
 
 
 def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, likelihood,
-                  w_mi, w_tc, w_dim_kl, w_kl, anneal) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl, and its terms."""
+                  w_mi, w_tc, w_dim_kl, w_kl, anneal, extra=None
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl (+ the
+  ``extra`` terms: a dict of (weighted value, metrics)), and its terms."""
   chex.assert_rank([mu, logvar, z], 2)
   chex.assert_equal_shape([mu, logvar, z])
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
@@ -124,9 +216,13 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
   loss = recon + w_mi * terms["mi"] + w_tc * terms["tc"] + w_dim_kl * anneal * terms["dim_kl"]
   if not (isinstance(w_kl, float) and w_kl == 0.0):
     loss = loss + w_kl * kl
-  metrics = {"loss": loss, "recon": recon, "mi": terms["mi"], "tc": terms["tc"],
+  metrics = {"recon": recon, "mi": terms["mi"], "tc": terms["tc"],
              "dim_kl": terms["dim_kl"], "kl": kl, "elbo": -recon - kl, "anneal": anneal}
-  return loss, metrics
+  if extra is not None:
+    for term, logged in extra(kl).values():
+      loss = loss + term
+      metrics.update(logged)
+  return loss, {"loss": loss, **metrics}
 
 
 def weighted_objective(
@@ -140,10 +236,14 @@ def weighted_objective(
     *,
     dataset_size: int,
     likelihood: Likelihood = "bernoulli",
+    critic_tc: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """β-VAE and β-TCVAE as one function of array weights:
+  """Every objective of ``OBJECTIVES`` as one function of array weights:
 
       loss = −E log p(x|z) + w_mi·mi + w_tc·tc + w_dim_kl·anneal(step)·dim_kl + w_kl·KL
+             + w_critic_tc · critic_tc                                    (FactorVAE)
+             + dip_penalty(dip_covariance(μ, logvar, dip_variance), dip_od, dip_d)  (DIP-VAE)
+             + capacity_gamma · |KL − capacity_at(step)|                  (annealed VAE)
 
   with the decomposition from ``weights.estimator`` and the analytic KL.
   ``objective_weights`` gives the weights of each named objective; with them
@@ -152,19 +252,30 @@ def weighted_objective(
 
   Args:
     x, decoder_out: [B, H, W, C]; mu, logvar, z: [B, D].
-    step: the 0-based update index (for the warm-up).
+    step: the 0-based update index (for the warm-up and the capacity).
     weights: scalar ``ObjectiveWeights``.
     dataset_size: N, the size of the training set.
     likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    critic_tc: a discriminator's TC estimate of z (``critic.density_ratio_tc``),
+      differentiable in z; 0 without a discriminator.
 
   Returns:
     (loss, metrics) with ``loss``, ``recon``, ``mi``, ``tc``, ``dim_kl``,
-    ``kl``, ``elbo`` and ``anneal``.
+    ``kl``, ``elbo``, ``anneal``, ``critic_tc``, ``dip_penalty`` and ``capacity``.
   """
+  def extra(kl):
+    cov = dip_covariance(mu, logvar, weights.dip_variance)
+    dip = dip_penalty(cov, weights.dip_od, weights.dip_d)
+    capacity = capacity_at(step, weights.capacity_max, weights.capacity_steps)
+    critic = jnp.asarray(critic_tc, jnp.float32)
+    return {"critic": (weights.critic_tc * critic, {"critic_tc": critic}),
+            "dip": (dip, {"dip_penalty": dip}),
+            "capacity": (weights.capacity_gamma * jnp.abs(kl - capacity), {"capacity": capacity})}
+
   return _weighted_sum(
       x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=weights.estimator,
       likelihood=likelihood, w_mi=weights.mi, w_tc=weights.tc, w_dim_kl=weights.dim_kl,
-      w_kl=weights.kl, anneal=linear_anneal(step, weights.anneal_steps))
+      w_kl=weights.kl, anneal=linear_anneal(step, weights.anneal_steps), extra=extra)
 
 
 def betatc_objective(

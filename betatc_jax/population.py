@@ -50,7 +50,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from betatc_jax import checkpointing, evaluate, train_lib
+from betatc_jax import checkpointing, evaluate, losses, train_lib
 from betatc_jax.data import pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset, gather_rows
 
@@ -58,7 +58,9 @@ MEMBER_AXIS = "member"
 DATA_AXIS = "data"
 MEMBER_KEYS = ("seed", "learning_rate", "lr_schedule", "lr_decay", "objective.name",
                "objective.alpha", "objective.beta", "objective.gamma", "objective.anneal_steps",
-               "objective.estimator")
+               "objective.estimator", "objective.factorvae_gamma", "objective.dip_lambda_od",
+               "objective.dip_lambda_d_factor", "objective.capacity_gamma",
+               "objective.capacity_max", "objective.capacity_steps")
 _NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")
 
 
@@ -125,6 +127,12 @@ def validate_population(base: ml_collections.ConfigDict, members: Sequence[Membe
     except ValueError as e:
       raise ValueError(f"Member {member.name!r}: {e}") from e
     configs.append(config)
+  with_critic = {c.objective.name in losses.CRITIC_OBJECTIVES for c in configs}
+  if len(with_critic) > 1:
+    raise ValueError(
+        f"Members with a discriminator ({', '.join(losses.CRITIC_OBJECTIVES)}) and members "
+        "without one cannot share a population (their train states differ): train them as "
+        "two populations.")
   return configs
 
 
@@ -191,6 +199,12 @@ def create_population_state(configs: Sequence[ml_collections.ConfigDict],
       **stack([train_lib.learning_rate_schedule(c, dataset_size) for c in configs]),
       objective=train_lib.make_objective(configs[0], dataset_size),
       random_flip=bool(configs[0].dataset.random_flip))
+  critics = [train_lib.critic_fields(c, c.seed) for c in configs]
+  if critics[0]:
+    state = state.replace(critic_params=stack([c["critic_params"] for c in critics]),
+                          critic_opt_state=stack([c["critic_opt_state"] for c in critics]),
+                          critic_apply=critics[0]["critic_apply"],
+                          critic_tx=critics[0]["critic_tx"])
   return state, jnp.stack(keys)
 
 

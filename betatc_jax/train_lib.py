@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from betatc_jax import checkpointing, estimators, layers, losses, models, sharding
+from betatc_jax import checkpointing, critic, estimators, layers, losses, models, sharding
 from betatc_jax.data import load_dataset, pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
@@ -83,6 +83,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       (obj.alpha >= 0, f"objective.alpha must be >= 0, got {obj.alpha}"),
       (obj.gamma >= 0, f"objective.gamma must be >= 0, got {obj.gamma}"),
       (obj.anneal_steps >= 0, f"objective.anneal_steps must be >= 0, got {obj.anneal_steps}"),
+      *[(obj[k] >= 0, f"objective.{k} must be >= 0, got {obj[k]}") for k in (
+          "factorvae_gamma", "dip_lambda_od", "dip_lambda_d_factor", "capacity_gamma",
+          "capacity_max", "capacity_steps")],
+      (obj.discriminator_layers >= 1,
+       f"objective.discriminator_layers must be >= 1 (FactorVAE's discriminator needs a hidden "
+       f"layer), got {obj.discriminator_layers}"),
+      (obj.discriminator_width >= 1,
+       f"objective.discriminator_width must be >= 1, got {obj.discriminator_width}"),
+      (obj.discriminator_learning_rate > 0,
+       f"objective.discriminator_learning_rate must be > 0, got {obj.discriminator_learning_rate}"),
+      (0 <= obj.discriminator_b1 < 1 and 0 <= obj.discriminator_b2 < 1,
+       "objective.discriminator_b1 and _b2 must be in [0, 1)"),
       (model.arch in models.ARCHS, f"model.arch must be one of {models.ARCHS}, got {model.arch!r}"),
       (model.latent_dim >= 1, f"model.latent_dim must be >= 1, got {model.latent_dim}"),
       (model.output_activation in models.OUTPUT_ACTIVATIONS,
@@ -140,6 +152,9 @@ class TrainState(train_state.TrainState):
       weights) -> (loss, metrics)``.
     random_flip: static; flip each training image with probability ½, drawn
       from ``fold_in(step key, 1)`` (a pure function of (seed, step)).
+    critic_params, critic_opt_state: FactorVAE's discriminator and its Adam
+      state (None for the other objectives); critic_apply, critic_tx: static,
+      its network's apply and its optimizer.
   """
   weights: losses.ObjectiveWeights
   learning_rate: jax.Array
@@ -148,6 +163,11 @@ class TrainState(train_state.TrainState):
   objective: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] = flax.struct.field(
       pytree_node=False)
   random_flip: bool = flax.struct.field(pytree_node=False, default=False)
+  critic_params: Any = None
+  critic_opt_state: Any = None
+  critic_apply: Callable[..., jax.Array] | None = flax.struct.field(pytree_node=False, default=None)
+  critic_tx: optax.GradientTransformation | None = flax.struct.field(pytree_node=False,
+                                                                     default=None)
 
 
 def random_flip(x: jax.Array, key: jax.Array) -> jax.Array:
@@ -171,10 +191,32 @@ def make_objective(config: ml_collections.ConfigDict, dataset_size: int) -> Call
 
 
 def objective_weights(config: ml_collections.ConfigDict) -> losses.ObjectiveWeights:
-  """The config's objective (name, α, β, γ, warm-up, estimator) as arrays."""
+  """The config's objective (name and its hyperparameters) as arrays."""
   obj = config.objective
-  return losses.objective_weights(obj.name, alpha=obj.alpha, beta=obj.beta, gamma=obj.gamma,
-                                  anneal_steps=obj.anneal_steps, estimator=obj.estimator)
+  return losses.objective_weights(
+      obj.name, alpha=obj.alpha, beta=obj.beta, gamma=obj.gamma,
+      anneal_steps=obj.anneal_steps, estimator=obj.estimator,
+      factorvae_gamma=obj.factorvae_gamma, dip_lambda_od=obj.dip_lambda_od,
+      dip_lambda_d=obj.dip_lambda_d_factor * obj.dip_lambda_od,
+      capacity_gamma=obj.capacity_gamma, capacity_max=obj.capacity_max,
+      capacity_steps=obj.capacity_steps)
+
+
+def critic_fields(config: ml_collections.ConfigDict, seed: int | jax.Array) -> dict[str, Any]:
+  """The discriminator fields of ``TrainState`` for an objective in
+  ``losses.CRITIC_OBJECTIVES`` (FactorVAE), else {}: its params (from
+  ``fold_in(key(seed), 1)``), its Adam state, and the static apply and
+  optimizer."""
+  obj = config.objective
+  if obj.name not in losses.CRITIC_OBJECTIVES:
+    return {}
+  net = critic.Discriminator(obj.discriminator_layers, obj.discriminator_width)
+  params = net.init(jax.random.fold_in(jax.random.key(seed), 1),
+                    jnp.zeros((1, config.model.latent_dim)))["params"]
+  tx = critic.optimizer(obj.discriminator_learning_rate, obj.discriminator_b1,
+                        obj.discriminator_b2)
+  return {"critic_params": params, "critic_opt_state": tx.init(params),
+          "critic_apply": net.apply, "critic_tx": tx}
 
 
 def adam_without_learning_rate() -> optax.GradientTransformation:
@@ -200,8 +242,10 @@ def _params_from_key(model: models.VAE, key: jax.Array, image_shape: tuple[int, 
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
                        image_shape: tuple[int, int, int], dataset_size: int,
-                       params: Any = None) -> TrainState:
-  """Initialises parameters (from ``key``, unless ``params`` are given) and Adam."""
+                       params: Any = None, seed: int | jax.Array | None = None) -> TrainState:
+  """Initialises parameters (from ``key``, unless ``params`` are given), Adam,
+  and FactorVAE's discriminator (``critic_fields``, from ``seed``, default
+  ``config.seed``)."""
   model = make_model(config, image_shape)
   if params is None:
     params = _params_from_key(model, key, image_shape)
@@ -210,7 +254,8 @@ def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
                            learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
                            **learning_rate_schedule(config, dataset_size),
                            objective=make_objective(config, dataset_size),
-                           random_flip=bool(config.dataset.random_flip))
+                           random_flip=bool(config.dataset.random_flip),
+                           **critic_fields(config, config.seed if seed is None else seed))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, dataset_size: int
@@ -250,22 +295,50 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
 
   def loss_fn(params):
     decoder_out, mu, logvar, z = state.apply_fn({"params": params}, x, step_key)
-    return state.objective(x, decoder_out, mu, logvar, z, state.step, state.weights)
+    critic_tc = 0.0
+    if state.critic_params is not None:
+      critic_tc = critic.density_ratio_tc(state.critic_apply({"params": state.critic_params}, z))
+    loss, metrics = state.objective(x, decoder_out, mu, logvar, z, state.step, state.weights,
+                                    critic_tc=critic_tc)
+    return loss, (metrics, z)
 
-  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (metrics, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   learning_rate = learning_rate_at(state)
   updates = jax.tree.map(lambda u: learning_rate * u, updates)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             opt_state=opt_state)
+  if state.critic_params is not None:
+    new_state, critic_loss = critic_step(new_state, jax.lax.stop_gradient(z),
+                                         jax.random.fold_in(step_key, 2))
+    metrics = dict(metrics, discriminator_loss=critic_loss)
   # The barrier puts the norm's reductions after the update. Left free,
   # XLA:CPU runs them between the backward pass's GEMMs, which made the MLP
   # step at B=64 11-15% slower on 2 cores (benchmarks/RESULTS.md).
   grads, new_state = jax.lax.optimization_barrier((grads, new_state))
   grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+  if "discriminator_loss" in metrics:
+    finite &= jnp.isfinite(metrics["discriminator_loss"])
   metrics = dict(metrics, grad_norm=grad_norm, learning_rate=learning_rate,
-                 finite=(jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)).astype(jnp.float32))
+                 finite=finite.astype(jnp.float32))
   return new_state, metrics
+
+
+def critic_step(state: TrainState, z: jax.Array, key: jax.Array) -> tuple[TrainState, jax.Array]:
+  """One Adam update of FactorVAE's discriminator: z [B, D] (the VAE's
+  samples of this step, gradients stopped) labelled real, ``permute_dims(z,
+  key)`` labelled permuted. Returns (state with the new critic, its loss)."""
+  permuted = critic.permute_dims(z, key)
+
+  def loss_fn(params):
+    apply = lambda v: state.critic_apply({"params": params}, v)
+    return critic.discriminator_loss(apply(z), apply(permuted))
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.critic_params)
+  updates, opt_state = state.critic_tx.update(grads, state.critic_opt_state, state.critic_params)
+  return state.replace(critic_params=optax.apply_updates(state.critic_params, updates),
+                       critic_opt_state=opt_state), loss
 
 
 def jit_train_step(mesh: jax.sharding.Mesh, state_sharding: Any) -> Callable:
@@ -286,8 +359,11 @@ class NonFiniteLossError(FloatingPointError):
 def checkpoint_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
   """What a checkpoint holds: params, Adam state, step and the base key (of
   one run, or stacked for a population)."""
-  return {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+  tree = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
           "rng": jax.random.key_data(rng)}
+  if state.critic_params is not None:
+    tree["critic"] = {"params": state.critic_params, "opt_state": state.critic_opt_state}
+  return tree
 
 
 def restore_state(manager: Any, state: TrainState, rng: jax.Array
@@ -303,6 +379,9 @@ def restore_state(manager: Any, state: TrainState, rng: jax.Array
     return None, state, rng
   state = state.replace(params=restored["params"], opt_state=restored["opt_state"],
                         step=restored["step"])
+  if "critic" in restored:
+    state = state.replace(critic_params=restored["critic"]["params"],
+                          critic_opt_state=restored["critic"]["opt_state"])
   return step, state, jax.random.wrap_key_data(restored["rng"])
 
 
@@ -374,7 +453,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
 
   def init(seed):  # traced once, so every process builds the same global arrays
     params, step_key = init_params(model, dataset.observation_shape, seed)
-    state = create_train_state(config, None, dataset.observation_shape, len(dataset), params)
+    state = create_train_state(config, None, dataset.observation_shape, len(dataset), params,
+                               seed=seed)
     return state, step_key
 
   state, step_key = jax.jit(init, out_shardings=replicated)(config.seed)

@@ -95,7 +95,13 @@ def test_weighted_objective_equals_the_named_objective(name, estimator, anneal_s
 
 def test_objective_weights_reject_unknown_names():
   with pytest.raises(ValueError, match="Unknown objective"):
-    losses.objective_weights("factorvae")
+    losses.objective_weights("nope")
+  with pytest.raises(ValueError, match=">= 0"):
+    losses.objective_weights("factorvae", factorvae_gamma=-1.0)
+  with pytest.raises(ValueError, match=">= 0"):
+    losses.objective_weights("dip_vae_i", dip_lambda_od=-0.1)
+  with pytest.raises(ValueError, match=">= 0"):
+    losses.objective_weights("annealed_vae", capacity_max=-5.0)
   with pytest.raises(ValueError, match="Unknown estimator"):
     losses.objective_weights("betatc", estimator="iwae")
 
@@ -127,3 +133,63 @@ def test_linear_anneal_is_a_pure_function_of_the_step():
   # Jitted, traced steps give the same numbers.
   jitted = jax.jit(losses.linear_anneal, static_argnums=1)
   assert [float(jitted(s, 4)) for s in range(6)] == values
+
+
+# ------------------------------------------------------------------ baselines
+
+def _numpy_recon_kl(x, logits, mu, logvar):
+  x, logits, mu, logvar = (np.asarray(a, np.float64) for a in (x, logits, mu, logvar))
+  p = 1 / (1 + np.exp(-logits))
+  recon = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(len(x), -1).sum(-1).mean()
+  kl = (0.5 * (mu ** 2 + np.exp(logvar) - 1 - logvar)).sum(-1).mean()
+  return recon, kl
+
+
+@pytest.mark.parametrize("name,variance,lambda_d", [("dip_vae_i", 0.0, 30.0),
+                                                    ("dip_vae_ii", 1.0, 3.0)])
+def test_dip_vae_matches_numpy(name, variance, lambda_d):
+  """recon + KL + λ_od Σ_{i≠j} C_ij² + λ_d Σ (C_ii − 1)², C from numpy; λ_d
+  defaults to 10·λ_od (I) and λ_od (II)."""
+  x, logits, mu, logvar, z = _batch(3)
+  m64, v64 = mu.astype(np.float64), np.exp(logvar.astype(np.float64))
+  cov = np.cov(m64, rowvar=False, bias=True) + variance * np.diag(v64.mean(0))
+  off = (cov ** 2).sum() - (np.diag(cov) ** 2).sum()
+  penalty = 3.0 * off + lambda_d * ((np.diag(cov) - 1) ** 2).sum()
+  recon, kl = _numpy_recon_kl(x, logits, mu, logvar)
+  weights = losses.objective_weights(name, dip_lambda_od=3.0)
+  loss, m = losses.weighted_objective(x, logits, mu, logvar, z, 0, weights, dataset_size=100)
+  np.testing.assert_allclose(m["dip_penalty"], penalty, rtol=1e-5)
+  np.testing.assert_allclose(loss, recon + kl + penalty, rtol=1e-5)
+  np.testing.assert_allclose(losses.dip_covariance(mu, logvar, variance), cov, rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("step,capacity", [(0, 0.0), (50, 12.5), (100, 25.0), (400, 25.0)])
+def test_annealed_vae_matches_numpy(step, capacity):
+  """γ·|KL − C(step)| with C = C_max·min(step/T, 1), and no plain KL term."""
+  x, logits, mu, logvar, z = _batch(4)
+  recon, kl = _numpy_recon_kl(x, logits, mu, logvar)
+  weights = losses.objective_weights("annealed_vae", capacity_gamma=7.0, capacity_max=25.0,
+                                     capacity_steps=100)
+  loss, m = losses.weighted_objective(x, logits, mu, logvar, z, step, weights, dataset_size=100)
+  np.testing.assert_allclose(m["capacity"], capacity, rtol=1e-6)
+  np.testing.assert_allclose(loss, recon + 7.0 * abs(kl - capacity), rtol=1e-5)
+
+
+def test_factorvae_vae_loss_adds_gamma_times_the_critic_estimate():
+  x, logits, mu, logvar, z = _batch(5)
+  recon, kl = _numpy_recon_kl(x, logits, mu, logvar)
+  weights = losses.objective_weights("factorvae", factorvae_gamma=20.0)
+
+  def loss(critic_tc):
+    return losses.weighted_objective(x, logits, mu, logvar, z, 3, weights, dataset_size=100,
+                                     critic_tc=critic_tc)[0]
+
+  np.testing.assert_allclose(loss(0.7), recon + kl + 20.0 * 0.7, rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(loss)(0.7), 20.0, rtol=1e-6)
+  # The other objectives ignore a critic estimate.
+  betatc = losses.objective_weights("betatc")
+  a = losses.weighted_objective(x, logits, mu, logvar, z, 3, betatc, dataset_size=100)[0]
+  b = losses.weighted_objective(x, logits, mu, logvar, z, 3, betatc, dataset_size=100,
+                                critic_tc=5.0)[0]
+  assert float(a) == float(b)

@@ -192,7 +192,7 @@ def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
     ({"objective.beta": -1.0}, "objective.beta must be >= 0"),
     ({"model.arch": "resnet"}, "model.arch must be one of"),
     ({"objective.estimator": "iwae"}, "objective.estimator must be one of"),
-    ({"objective.name": "factorvae"}, "objective.name must be one of"),
+    ({"objective.name": "infovae"}, "objective.name must be one of"),
     ({"batch_size": 1}, "batch_size must be >= 2 for the 'mss' estimator"),
     ({"model.output_activation": "tanh"}, "Bernoulli likelihood needs logits"),
     ({"dataset.name": "mnist"}, "Unknown dataset 'mnist'"),
