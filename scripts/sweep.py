@@ -1,34 +1,49 @@
-"""β-VAE vs β-TCVAE: MIG against β on procedural dSprites (the paper's Fig. 4).
+"""β-TCVAE against β-VAE and the field's baselines: MIG and the other
+metrics against each method's hyperparameter on procedural dSprites (the
+paper's Fig. 4, and disentanglement_lib's comparison).
 
   python scripts/sweep.py --steps 500 --eval_steps 250 --root workdirs/sweep --out results
+  python scripts/sweep.py --steps 2000 --eval_steps "" --seeds 0 \\
+      --methods betatc_vae,beta_vae,factorvae,dip_vae_i,dip_vae_ii,annealed_vae \\
+      --root workdirs/methods --out results_methods
 
-Trains every (seed, β, method) of the grid with the paper's MLP and a
-Bernoulli likelihood as one population (``betatc_jax.population``: all runs
-in one compiled, vmapped step, the data on the device), evaluates each run at
-every step in ``--eval_steps`` and at ``--steps`` (MIG with the paper's
-estimator, shape excluded and included, and the ELBO decomposition), then
-writes into ``--out``:
+Trains every (seed, method, hyperparameter value) of the grid with the
+paper's MLP and a Bernoulli likelihood as one population
+(``betatc_jax.population``: all runs in one compiled, vmapped step, the
+data on the device; FactorVAE's runs carry a discriminator and form a
+second population in ROOT/critic), evaluates each run at every step in
+``--eval_steps`` and at ``--steps`` (MIG with the paper's estimator, shape
+excluded and included, the ELBO decomposition, and at ``--steps`` the other
+metrics unless ``--skip_other_metrics``), then writes into ``--out``:
 
-  results.csv          one row per run at ``--steps``: method, beta, seed,
-                       steps, mig, mig_with_shape, tc, mi, dim_kl, log_px, ...
+  results.csv          one row per run at ``--steps``: method, param, value,
+                       seed, steps, mig, mig_with_shape, tc, ..., sap_score,
+                       modularity, explicitness, beta_vae_score, ...
   curves.csv           the same columns at every evaluated step of every run
-  mig_vs_beta.png      MIG and TC against β per method: mean, min–max band, each run
+  methods.png          per method: MIG (mean, min–max band) and the other
+                       metrics against its hyperparameter
+  mig_vs_beta.png      (β methods) MIG and TC against β: mean, min–max band, each run
   mig_vs_steps.png     MIG against steps, one line per run
-  tc_vs_mig.png        TC against MIG, every run (the paper's argument: lower TC, higher MIG)
-  summary.md           the table of the README's Results section
+  tc_vs_mig.png        (β methods) TC against MIG, every run
+  summary.md           the β table of the README's Results section and the
+                       methods table
   latent_vs_factor_best.png  the figure of the β-TCVAE run with the highest MIG
   sweep.json           the command, commit, hardware and time spent
 
-Methods: ``beta_vae`` and ``betatc_vae`` (MSS) by default; ``betatc_vae_mws``
-adds β-TCVAE with the MWS estimator, the official code's default.
+Methods (``--methods``) and their hyperparameter grids (``METHODS``; ``--betas``
+for the β methods, ``--values METHOD=...`` for any): ``beta_vae``,
+``betatc_vae`` (MSS), ``betatc_vae_mws`` (the official code's estimator),
+``factorvae`` (γ), ``dip_vae_i`` and ``dip_vae_ii`` (λ_od; λ_d = 10·λ_od and
+λ_od), ``annealed_vae`` (C_max, reached after ``--capacity_steps``).
 
 Resumable: ROOT is the population's workdir (one checkpoint for all runs);
-each run is an ordinary single-run workdir ``ROOT/members/<method>_beta<β>_seed<s>``
-(its metrics, its checkpoint at ``--steps``, and ``evals/step_<N>.json``). A
-rerun skips what is done and continues what is not, so the same sweep can
-grow over several sittings (a larger ``--steps`` continues the population
-from its last checkpoint). ``--report_only`` just rewrites the outputs from
-what exists. A different grid needs a different ROOT.
+each run is an ordinary single-run workdir
+``ROOT/members/<method>_<param><value>_seed<s>`` (``ROOT/critic/members/...``
+for FactorVAE: its metrics, its checkpoint at ``--steps``, and
+``evals/step_<N>.json``). A rerun skips what is done and continues what is
+not, so the same sweep can grow over several sittings (a larger ``--steps``
+continues the population from its last checkpoint). ``--report_only`` just
+rewrites the outputs from what exists. A different grid needs a different ROOT.
 
 Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
   python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
@@ -48,19 +63,49 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# results name -> (objective.name, objective.estimator)
-METHODS = {"beta_vae": ("beta_vae", "mss"), "betatc_vae": ("betatc", "mss"),
-           "betatc_vae_mws": ("betatc", "mws")}
+class Method(NamedTuple):
+  """A method of the sweep: its objective, estimator, main hyperparameter
+  (the config key, the short name used in run names and the plot label), its
+  default grid (disentanglement_lib's for the baselines) and fixed overrides."""
+  objective: str
+  estimator: str
+  key: str
+  param: str
+  symbol: str
+  label: str
+  grid: tuple[float, ...]
+  fixed: tuple[tuple[str, Any], ...] = ()
+
+
+BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
+METHODS = {
+    "beta_vae": Method("beta_vae", "mss", "objective.beta", "beta", "β", "β-VAE", BETAS),
+    "betatc_vae": Method("betatc", "mss", "objective.beta", "beta", "β", "β-TCVAE (MSS)", BETAS),
+    "betatc_vae_mws": Method("betatc", "mws", "objective.beta", "beta", "β", "β-TCVAE (MWS)",
+                             BETAS),
+    "factorvae": Method("factorvae", "mss", "objective.factorvae_gamma", "gamma", "γ",
+                        "FactorVAE", (10.0, 20.0, 30.0, 40.0, 50.0, 100.0)),
+    "dip_vae_i": Method("dip_vae_i", "mss", "objective.dip_lambda_od", "lambda", "λ_od",
+                        "DIP-VAE-I", (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
+                        (("objective.dip_lambda_d_factor", 10.0),)),
+    "dip_vae_ii": Method("dip_vae_ii", "mss", "objective.dip_lambda_od", "lambda", "λ_od",
+                         "DIP-VAE-II", (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
+                         (("objective.dip_lambda_d_factor", 1.0),)),
+    "annealed_vae": Method("annealed_vae", "mss", "objective.capacity_max", "cmax", "C_max",
+                           "AnnealedVAE", (5.0, 10.0, 25.0, 50.0, 75.0, 100.0)),
+}
 DEFAULT_METHODS = ["beta_vae", "betatc_vae"]
-CSV_COLUMNS = ("method", "beta", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
-               "dim_kl", "log_px", "kl", "active_latents", "train_seconds")
+OTHER_METRICS = ("sap_score", "modularity", "explicitness", "beta_vae_score", "factorvae_score",
+                 "dci_disentanglement")
+CSV_COLUMNS = ("method", "param", "value", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
+               "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "train_seconds")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +119,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--steps", type=int, default=500, help="training steps per run (the budget)")
   parser.add_argument("--eval_steps", type=ints, default=[250],
                       help="earlier steps to evaluate each run at too (the MIG-vs-steps curves)")
-  parser.add_argument("--betas", type=floats, default=[1, 2, 4, 6, 8, 10])
+  parser.add_argument("--betas", type=floats, default=list(BETAS),
+                      help="the grid of the β methods (beta_vae, betatc_vae, betatc_vae_mws)")
+  parser.add_argument("--values", action="append", default=[], metavar="METHOD=V1,V2,...",
+                      help="the grid of one method's hyperparameter (repeatable; default: "
+                           "disentanglement_lib's grid, see METHODS)")
+  parser.add_argument("--capacity_steps", type=int, default=700,
+                      help="annealed_vae: steps over which C grows to C_max (disentanglement_lib: "
+                           "a third of training)")
   parser.add_argument("--methods", type=lambda s: s.split(","), default=DEFAULT_METHODS,
                       help=f"comma-separated, from {', '.join(METHODS)}")
   parser.add_argument("--seeds", type=ints, default=[0, 1])
@@ -103,6 +155,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   unknown = set(args.methods) - set(METHODS)
   if unknown:
     parser.error(f"unknown method(s) {sorted(unknown)}; choose from {sorted(METHODS)}")
+  grids = {m: (tuple(args.betas) if METHODS[m].param == "beta" else METHODS[m].grid)
+           for m in METHODS}
+  for text in args.values:
+    method, sep, values = text.partition("=")
+    if not sep or method not in METHODS:
+      parser.error(f"--values needs METHOD=V1,V2,... with METHOD from {sorted(METHODS)}, "
+                   f"got {text!r}")
+    try:
+      grids[method] = tuple(floats(values))
+    except ValueError:
+      parser.error(f"--values {text!r}: not numbers")
+  args.grids = {m: grids[m] for m in args.methods}
+  if any(v < 0 for g in args.grids.values() for v in g) or not all(args.grids.values()):
+    parser.error("every method needs a non-empty grid of values >= 0")
+  if args.capacity_steps < 0:
+    parser.error("--capacity_steps must be >= 0")
   if args.checkpoint_every < 1:
     parser.error("--checkpoint_every must be >= 1")
   if args.steps < 1 or any(s < 1 or s >= args.steps for s in args.eval_steps):
@@ -118,8 +186,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # Keys each run of the grid sets itself, or the sweep's flags own.
-SWEEP_KEYS = ("seed", "objective.name", "objective.beta", "objective.estimator", "batch_size",
-              "learning_rate", "num_train_steps", "dataset.subsample", "eval.num_samples")
+SWEEP_KEYS = ("seed", "objective.name", "objective.estimator", "batch_size", "learning_rate",
+              "num_train_steps", "dataset.subsample", "eval.num_samples",
+              "objective.capacity_steps", *{m.key for m in METHODS.values()},
+              *{k for m in METHODS.values() for k, _ in m.fixed})
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -135,8 +205,8 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def run_name(method: str, beta: float, seed: int) -> str:
-  return f"{method}_beta{beta:g}_seed{seed}"
+def run_name(method: str, value: float, seed: int) -> str:
+  return f"{method}_{METHODS[method].param}{value:g}_seed{seed}"
 
 
 def base_config(args: argparse.Namespace, steps: int):
@@ -179,19 +249,35 @@ def base_config(args: argparse.Namespace, steps: int):
 
 
 def grid(args: argparse.Namespace) -> list[tuple[str, float, int]]:
-  """(method, β, seed) of every run, a whole seed first."""
-  return [(method, beta, seed) for seed in args.seeds for beta in args.betas
-          for method in args.methods]
+  """(method, hyperparameter value, seed) of every run, a whole seed first."""
+  return [(method, value, seed) for seed in args.seeds for method in args.methods
+          for value in args.grids[method]]
 
 
-def members(args: argparse.Namespace):
+def population_root(args: argparse.Namespace, method: str) -> pathlib.Path:
+  """Methods with a discriminator (FactorVAE) train as a second population
+  in ROOT/critic: their train states differ from the others'."""
+  from betatc_jax import losses
+  root = pathlib.Path(args.root)
+  return root / "critic" if METHODS[method].objective in losses.CRITIC_OBJECTIVES else root
+
+
+def run_dir(args: argparse.Namespace, method: str, value: float, seed: int) -> pathlib.Path:
+  return population_root(args, method) / "members" / run_name(method, value, seed)
+
+
+def members(args: argparse.Namespace) -> dict[pathlib.Path, list]:
+  """The populations of the grid: root -> its members."""
   from betatc_jax import population
-  out = []
-  for method, beta, seed in grid(args):
-    name, estimator = METHODS[method]
-    out.append(population.Member(run_name(method, beta, seed), {
-        "seed": seed, "objective.name": name, "objective.beta": beta,
-        "objective.estimator": estimator}))
+  out: dict[pathlib.Path, list] = {}
+  for method, value, seed in grid(args):
+    m = METHODS[method]
+    overrides = {"seed": seed, "objective.name": m.objective, "objective.estimator": m.estimator,
+                 m.key: value, **dict(m.fixed)}
+    if m.objective == "annealed_vae":
+      overrides["objective.capacity_steps"] = args.capacity_steps
+    out.setdefault(population_root(args, method), []).append(
+        population.Member(run_name(method, value, seed), overrides))
   return out
 
 
@@ -200,15 +286,21 @@ def eval_path(workdir: pathlib.Path, step: int) -> pathlib.Path:
 
 
 def train_population(args: argparse.Namespace) -> None:
-  """Trains the whole grid, as one population, to each milestone in turn and
-  evaluates every run there."""
-  from betatc_jax import population, train_lib
+  """Trains the grid, as one population (two with FactorVAE), to each
+  milestone in turn and evaluates every run there."""
+  from betatc_jax import train_lib
 
-  root = pathlib.Path(args.root)
-  runs = members(args)
-  run_of = {run_name(*g): g for g in grid(args)}            # name -> (method, β, seed)
-  milestones = sorted(set(args.eval_steps) | {args.steps})
   dataset = train_lib.dataset_from_config(base_config(args, args.steps))
+  run_of = {run_name(*g): g for g in grid(args)}            # name -> (method, value, seed)
+  for root, runs in members(args).items():
+    train_one_population(args, root, runs, run_of, dataset)
+
+
+def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: list,
+                         run_of: dict, dataset) -> None:
+  from betatc_jax import population
+
+  milestones = sorted(set(args.eval_steps) | {args.steps})
   timing_path = root / "timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
   for step in milestones:
@@ -238,8 +330,8 @@ def train_population(args: argparse.Namespace) -> None:
         other_metrics=final and not args.skip_other_metrics)
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
-      method, beta, seed = run_of[member.name]
-      result.update(method=method, beta=beta, seed=seed, train_seconds=train_seconds,
+      method, value, seed = run_of[member.name]
+      result.update(method=method, value=value, seed=seed, train_seconds=train_seconds,
                     eval_seconds=eval_seconds / len(todo))
       path = eval_path(population.member_dir(root, member.name), step)
       path.parent.mkdir(exist_ok=True)
@@ -252,7 +344,7 @@ def train_population(args: argparse.Namespace) -> None:
     timing[str(step)] = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
                          "members": len(runs), "evaluated": len(todo)}
     timing_path.write_text(json.dumps(timing, indent=2))
-    line = {"step": step, "members": len(runs), "train_seconds": round(train_seconds, 1),
+    line = {"population": str(root), "step": step, "members": len(runs), "train_seconds": round(train_seconds, 1),
             "eval_seconds": round(eval_seconds, 1)}
     print(f"  population at step {step}: {json.dumps(line)}", flush=True)
     if args.timing_log:
@@ -269,16 +361,15 @@ def latest_checkpoint(workdir: pathlib.Path) -> int:
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
   """Every evaluation of every run in the grid, sorted."""
   rows = []
-  for method in args.methods:
-    for beta in args.betas:
-      for seed in args.seeds:
-        evals = pathlib.Path(args.root) / "members" / run_name(method, beta, seed) / "evals"
-        for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
-          result = json.loads(path.read_text())
-          row = {k: result.get(k) for k in CSV_COLUMNS}
-          row.update(method=method, beta=beta, seed=seed, steps=result["step"])
-          rows.append(row)
-  return sorted(rows, key=lambda r: (r["method"], r["beta"], r["seed"], r["steps"]))
+  for method, value, seed in grid(args):
+    evals = run_dir(args, method, value, seed) / "evals"
+    for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
+      result = json.loads(path.read_text())
+      row = {k: result.get(k) for k in CSV_COLUMNS}
+      row.update(method=method, param=METHODS[method].param, value=value, seed=seed,
+                 steps=result["step"])
+      rows.append(row)
+  return sorted(rows, key=lambda r: (r["method"], r["value"], r["seed"], r["steps"]))
 
 
 def write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
@@ -290,22 +381,22 @@ def write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
-  """(method, β) -> mean, min and max over seeds of mig, mig_with_shape and tc."""
-  import numpy as np
+  """(method, value) -> mean, min and max over seeds of MIG, TC and the other metrics."""
   groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
   for row in rows:
-    groups.setdefault((row["method"], row["beta"]), []).append(row)
+    groups.setdefault((row["method"], row["value"]), []).append(row)
   out = {}
   for key, group in sorted(groups.items()):
     stats = {"seeds": len(group)}
-    for metric in ("mig", "mig_with_shape", "tc"):
-      values = np.array([r[metric] for r in group], float)
+    for metric in ("mig", "mig_with_shape", "tc", *OTHER_METRICS):
+      values = np.array([np.nan if r.get(metric) is None else r[metric] for r in group], float)
       stats[metric] = (values.mean(), values.min(), values.max())
     out[key] = stats
   return out
 
 
-LABELS = {"beta_vae": "β-VAE", "betatc_vae": "β-TCVAE (MSS)", "betatc_vae_mws": "β-TCVAE (MWS)"}
+LABELS = {name: m.label for name, m in METHODS.items()}
+BETA_METHODS = [name for name, m in METHODS.items() if m.param == "beta"]
 
 
 def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> None:
@@ -315,7 +406,8 @@ def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) ->
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  for color, (method, label) in zip(("C0", "C1", "C2"), LABELS.items()):
+  for color, method in zip(("C0", "C1", "C2"), BETA_METHODS):
+    label = LABELS[method]
     keys = [k for k in summary if k[0] == method]
     if not keys:
       continue
@@ -326,7 +418,7 @@ def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) ->
       ax.plot(betas, mean, "-", color=color, label=label)
       ax.fill_between(betas, low, high, color=color, alpha=0.2)
       runs = [r for r in rows if r["method"] == method]
-      ax.plot([r["beta"] for r in runs], [r[metric] for r in runs], "o", color=color, ms=3)
+      ax.plot([r["value"] for r in runs], [r[metric] for r in runs], "o", color=color, ms=3)
       ax.set_xlabel("β")
       ax.set_title(title)
   axes[0].legend()
@@ -336,25 +428,26 @@ def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) ->
 
 
 def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
-  """MIG against training steps, one line per run (colour: β, style: seed)."""
+  """MIG against training steps, one line per run (colour: the method's
+  hyperparameter value, style: seed)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   methods = [m for m in LABELS if any(r["method"] == m for r in curves)]
   fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), sharey=True,
                            squeeze=False)
-  betas = sorted({r["beta"] for r in curves})
   seeds = sorted({r["seed"] for r in curves})
   axes = axes[0]
   for ax, method in zip(axes, methods):
-    label = LABELS[method]
-    for ci, beta in enumerate(betas):
+    label, symbol = LABELS[method], METHODS[method].symbol
+    values = sorted({r["value"] for r in curves if r["method"] == method})
+    for ci, value in enumerate(values):
       for si, seed in enumerate(seeds):
         run = sorted((r["steps"], r["mig"]) for r in curves
-                     if (r["method"], r["beta"], r["seed"]) == (method, beta, seed))
+                     if (r["method"], r["value"], r["seed"]) == (method, value, seed))
         if run:
-          ax.plot(*zip(*run), "o" + ("-", "--", ":")[si % 3], color=f"C{ci}", ms=3,
-                  label=f"β={beta:g}" if si == 0 else None)
+          ax.plot(*zip(*run), "o" + ("-", "--", ":")[si % 3], color=f"C{ci % 10}", ms=3,
+                  label=f"{symbol}={value:g}" if si == 0 else None)
     ax.set_title(f"{label} (lines: seeds {', '.join(map(str, seeds))})", fontsize=9)
     ax.set_xlabel("training steps")
     ax.legend(fontsize=7)
@@ -365,16 +458,17 @@ def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]]) -> None:
 
 
 def plot_tc_vs_mig(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
-  """TC against MIG, one dot per run (colour: method, size: β)."""
+  """TC against MIG, one dot per run of the β methods (colour: method, size: β)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.8))
-  for color, (method, label) in zip(("C0", "C1", "C2"), LABELS.items()):
+  for color, method in zip(("C0", "C1", "C2"), BETA_METHODS):
     runs = [r for r in rows if r["method"] == method]
     if runs:
-      ax.scatter([r["mig"] for r in runs], [r["tc"] for r in runs], s=[8 + 4 * r["beta"] for r in runs],
-                 color=color, alpha=0.7, label=label)
+      ax.scatter([r["mig"] for r in runs], [r["tc"] for r in runs],
+                 s=[8 + 4 * r["value"] for r in runs], color=color, alpha=0.7,
+                 label=LABELS[method])
   ax.set_xlabel("MIG (shape excluded)")
   ax.set_ylabel("total correlation (nats)")
   ax.set_title("every run at the final step (dot size: β)", fontsize=9)
@@ -391,8 +485,8 @@ def markdown_table(summary) -> str:
     mean, low, high = stats[metric]
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if spread else f"{mean:.2f}" if metric == "tc" \
         else f"{mean:.3f}"
-  betas = sorted({beta for _, beta in summary})
-  methods = [m for m in LABELS if any(key[0] == m for key in summary)]
+  betas = sorted({beta for method, beta in summary if method in BETA_METHODS})
+  methods = [m for m in BETA_METHODS if any(key[0] == m for key in summary)]
   columns = [f"{LABELS[m].replace(' (MSS)', '')} {title}" for title in ("MIG", "MIG w/ shape", "TC")
              for m in methods]
   header = "| β | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1) + "\n"
@@ -419,6 +513,68 @@ def machine() -> dict[str, Any]:
           "processor": platform.processor() or platform.machine()}
 
 
+METRIC_TITLES = {"mig": "MIG", "sap_score": "SAP", "modularity": "modularity",
+                 "explicitness": "explicitness", "beta_vae_score": "β-VAE score",
+                 "factorvae_score": "FactorVAE score", "dci_disentanglement": "DCI dis.",
+                 "tc": "TC"}
+
+
+def methods_table(summary) -> str:
+  """One row per (method, hyperparameter value): the mean over seeds of MIG
+  ([min, max] too), the other metrics and TC; – where a metric was skipped."""
+  metrics = list(METRIC_TITLES)
+  header = ("| method | hyperparameter | " + " | ".join(METRIC_TITLES.values()) + " |\n|"
+            + "---|" * (len(metrics) + 2) + "\n")
+  rows = []
+  for method in [m for m in METHODS if any(k[0] == m for k in summary)]:
+    for (name, value), stats in summary.items():
+      if name != method:
+        continue
+      cells = [LABELS[method], f"{METHODS[method].symbol} = {value:g}"]
+      for metric in metrics:
+        mean, low, high = stats[metric]
+        if np.isnan(mean):
+          cells.append("–")
+        elif metric == "mig" and stats["seeds"] > 1:
+          cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
+        else:
+          cells.append(f"{mean:.2f}" if metric == "tc" else f"{mean:.3f}")
+      rows.append("| " + " | ".join(cells) + " |")
+  return header + "\n".join(rows) + "\n"
+
+
+def plot_methods(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> None:
+  """One panel per method: MIG (mean line, min–max band, every run) and the
+  other metrics' means against the method's hyperparameter."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  methods = [m for m in METHODS if any(k[0] == m for k in summary)]
+  fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.4), sharey=True,
+                           squeeze=False)
+  for ax, method in zip(axes[0], methods):
+    keys = [k for k in summary if k[0] == method]
+    values = [k[1] for k in keys]
+    for ci, metric in enumerate(m for m in METRIC_TITLES if m != "tc"):
+      mean = np.array([summary[k][metric][0] for k in keys])
+      if np.all(np.isnan(mean)):
+        continue
+      ax.plot(values, mean, "o-" if metric == "mig" else ".--", color=f"C{ci}",
+              label=METRIC_TITLES[metric], lw=2 if metric == "mig" else 1)
+      if metric == "mig":
+        low, high = (np.array([summary[k][metric][i] for k in keys]) for i in (1, 2))
+        ax.fill_between(values, low, high, color="C0", alpha=0.2)
+    if len(values) > 1 and max(values) / max(min(values), 1e-9) >= 10:
+      ax.set_xscale("log")
+    ax.set_xlabel(METHODS[method].symbol)
+    ax.set_title(LABELS[method], fontsize=10)
+  axes[0][0].set_ylabel("score")
+  axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
 def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   """Writes the outputs listed in the module docstring; returns results.csv's rows."""
   out = pathlib.Path(args.out)
@@ -427,26 +583,30 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   final = [r for r in curves if r["steps"] == args.steps]
   write_csv(out / "results.csv", final)
   write_csv(out / "curves.csv", curves)
-  expected = len(args.methods) * len(args.betas) * len(args.seeds)
+  expected = len(grid(args))
   best = None
   if final:
     summary = summarize(final)
-    plot_mig_vs_beta(out / "mig_vs_beta.png", summary, final)
-    plot_tc_vs_mig(out / "tc_vs_mig.png", final)
-    (out / "summary.md").write_text(markdown_table(summary))
-    print(markdown_table(summary))
+    text = ""
+    if any(method in BETA_METHODS for method, _ in summary):
+      plot_mig_vs_beta(out / "mig_vs_beta.png", summary, final)
+      plot_tc_vs_mig(out / "tc_vs_mig.png", final)
+      text = markdown_table(summary) + "\n"
+    plot_methods(out / "methods.png", summary, final)
+    text += methods_table(summary)
+    (out / "summary.md").write_text(text)
+    print(text)
     tc_runs = [r for r in final if r["method"] == "betatc_vae"]
     if tc_runs:
       best = max(tc_runs, key=lambda r: r["mig"])
-      figure = pathlib.Path(args.root) / "members" / \
-          run_name("betatc_vae", best["beta"], best["seed"]) / "latent_vs_factor.png"
+      figure = run_dir(args, "betatc_vae", best["value"], best["seed"]) / "latent_vs_factor.png"
       if figure.is_file():
         shutil.copyfile(figure, out / "latent_vs_factor_best.png")
   if curves:
     plot_mig_vs_steps(out / "mig_vs_steps.png", curves)
   info = {"command": "python scripts/sweep.py " + " ".join(argv), "args": vars(args),
           "runs_finished": len(final), "runs_expected": expected,
-          "best_betatc_run": run_name("betatc_vae", best["beta"], best["seed"]) if best else None,
+          "best_betatc_run": run_name("betatc_vae", best["value"], best["seed"]) if best else None,
           "train_wall_seconds": sum(r["train_seconds"] or 0 for r in final),
           **machine()}
   (out / "sweep.json").write_text(json.dumps(info, indent=2))

@@ -62,3 +62,15 @@ def test_smoke_run_writes_every_output(tmp_path):
   assert info["measured"]["population_step_seconds"] > 0 and "sweep_command" in info
   log = (out / "timing.log").read_text()
   assert "passed" in log and "done in" in log
+
+
+def test_other_methods_are_planned_by_grid_position():
+  """--methods: each method's i-th grid value goes with the i-th β."""
+  driver = load_driver()
+  s = driver.settings(False)
+  args = driver.sweep_args(s, 100, [0, 3], ["betatc_vae", "factorvae", "annealed_vae"],
+                           ROOT / "r", ROOT / "o")
+  assert args[args.index("--betas") + 1] == "1,6"
+  values = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
+  assert values == ["factorvae=10,40", "annealed_vae=5,50"]
+  assert driver.index_priority(s)[0] == s["betas"].index(6.0)

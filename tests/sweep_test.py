@@ -62,7 +62,8 @@ def test_outputs_match_each_runs_evaluation(swept):
   info = json.loads((base / "out" / "sweep.json").read_text())
   assert info["runs_finished"] == info["runs_expected"] == 2
   best = max((r for r in rows if r["method"] == "betatc_vae"), key=lambda r: float(r["mig"]))
-  assert info["best_betatc_run"] == f"betatc_vae_beta{best['beta']}_seed{best['seed']}"
+  assert info["best_betatc_run"] == f"betatc_vae_beta{best['value']}_seed{best['seed']}"
+  assert {r["param"] for r in rows} == {"beta"}
 
 
 def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
@@ -90,8 +91,48 @@ def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
     (["--methods", "betatc_vae,betatc_mws"], "unknown method"),
     (["--steps", "4", "--eval_steps", "8"], "eval_steps"),
     (["--subsample", "1,2"], "subsample"),
+    (["--values", "nope=1"], "--values needs METHOD"),
+    (["--methods", "factorvae", "--values", "factorvae=-1"], "values >= 0"),
+    (["--set", "objective.dip_lambda_od=2"], "not allowed"),
 ])
 def test_bad_arguments_rejected(bad, match, capsys):
   with pytest.raises(SystemExit):
     load_sweep().parse_args(bad)
   assert match in capsys.readouterr().err
+
+
+def test_baseline_methods_sweep(tmp_path):
+  """β-TCVAE with FactorVAE (its own population in ROOT/critic), DIP-VAE-II
+  and the annealed VAE, one value each: one CSV row per run equal to its
+  evaluation, the other metrics computed, the methods table and figure."""
+  sweep = load_sweep()
+  args = ["--steps", "4", "--eval_steps", "", "--betas", "4", "--seeds", "0",
+          "--methods", "betatc_vae,factorvae,dip_vae_ii,annealed_vae",
+          "--values", "factorvae=20", "--values", "dip_vae_ii=2", "--values", "annealed_vae=5",
+          "--capacity_steps", "2",
+          "--set", "objective.discriminator_layers=2", "--set", "objective.discriminator_width=32",
+          "--batch_size", "32", "--subsample", "1,2,4,4,4", "--eval_samples", "200",
+          "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+  assert sweep.main(args) == 0
+  rows = read_csv(tmp_path / "out" / "results.csv")
+  assert sorted((r["method"], r["param"], r["value"]) for r in rows) == [
+      ("annealed_vae", "cmax", "5"), ("betatc_vae", "beta", "4"), ("dip_vae_ii", "lambda", "2"),
+      ("factorvae", "gamma", "20")]
+  runs = tmp_path / "runs"
+  for row in rows:
+    root = runs / "critic" if row["method"] == "factorvae" else runs
+    name = f"{row['method']}_{row['param']}{row['value']}_seed0"
+    result = json.loads((root / "members" / name / "evals" / "step_000004.json").read_text())
+    for key in ("mig", "tc", "sap_score", "modularity", "explicitness", "beta_vae_score"):
+      assert float(row[key]) == pytest.approx(result[key], rel=1e-5), (name, key)
+    config = json.loads((root / "members" / name / "config.json").read_text())
+    assert config["objective"]["name"] == {"betatc_vae": "betatc"}.get(row["method"],
+                                                                      row["method"])
+  config = json.loads((runs / "members" / "dip_vae_ii_lambda2_seed0" / "config.json").read_text())
+  assert config["objective"]["dip_lambda_d_factor"] == 1.0          # DIP-VAE-II: λ_d = λ_od
+  config = json.loads((runs / "members" / "annealed_vae_cmax5_seed0" / "config.json").read_text())
+  assert config["objective"]["capacity_steps"] == 2
+  summary = (tmp_path / "out" / "summary.md").read_text()
+  for label in ("FactorVAE", "DIP-VAE-II", "AnnealedVAE", "γ = 20", "C_max = 5"):
+    assert label in summary, label
+  assert (tmp_path / "out" / "methods.png").stat().st_size > 1000

@@ -6,6 +6,9 @@ the time left, run it as one population, pack the outputs into --out.
 The deadline is $PAPER_SWEEP_DEADLINE (epoch seconds; the shell script sets
 it to its own start + 540 s) or now + --budget.
 
+``--methods`` (default beta_vae,betatc_vae) takes scripts/sweep.py's methods;
+the grid position of each value is planned like the β at that position.
+
 Plan: the paper's budget (18,000 steps at B=2048) comes first, then the
 size of the grid. With the measured step times of the whole grid (β ∈ {1, 2,
 4, 6, 8, 10} × {β-VAE, β-TCVAE} × seeds 0, 1: 24 runs) and of β=6 alone (4
@@ -48,6 +51,9 @@ TF32_PEAK = {"H100": 494.7e12, "H200": 494.7e12, "A100": 156e12}
 def parse_args(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--smoke", action="store_true", help="toy sizes, for a CPU check")
+  parser.add_argument("--methods", default="beta_vae,betatc_vae",
+                      help="as scripts/sweep.py's; each method's grid position i is planned "
+                           "like the i-th β (the baselines' grids: sweep.METHODS)")
   parser.add_argument("--out", required=True)
   parser.add_argument("--budget", type=float, default=480.0,
                       help="seconds from now, when $PAPER_SWEEP_DEADLINE is unset")
@@ -66,8 +72,22 @@ def settings(smoke: bool) -> dict:
           "timed_steps": 10}
 
 
-def sweep_args(s: dict, steps: int, betas, root: pathlib.Path, out: pathlib.Path) -> list[str]:
-  return ["--steps", str(steps), "--eval_steps", "", "--betas", ",".join(f"{b:g}" for b in betas),
+def index_priority(s: dict) -> list[int]:
+  """Grid positions in the order the planner keeps them (those of BETA_PRIORITY)."""
+  return [s["betas"].index(b) for b in BETA_PRIORITY if b in s["betas"]]
+
+
+def sweep_args(s: dict, steps: int, indices, methods: list[str], root: pathlib.Path,
+               out: pathlib.Path) -> list[str]:
+  """scripts/sweep.py's arguments for grid positions ``indices`` of every method."""
+  import sweep
+  values = []
+  for m in methods:
+    if sweep.METHODS[m].param != "beta":
+      grid = sweep.METHODS[m].grid
+      values += ["--values", f"{m}=" + ",".join(f"{grid[i]:g}" for i in indices)]
+  return ["--steps", str(steps), "--eval_steps", "", "--methods", ",".join(methods),
+          "--betas", ",".join(f"{s['betas'][i]:g}" for i in indices), *values,
           "--seeds", ",".join(map(str, s["seeds"])), "--batch_size", str(s["batch_size"]),
           "--subsample", ",".join(map(str, s["subsample"])), "--eval_samples", str(s["eval_samples"]),
           "--checkpoint_every", str(steps), "--skip_other_metrics", "--no_export",
@@ -91,14 +111,19 @@ def timed_steps(step, state, num: int) -> float:
   return (time.perf_counter() - t0) / num
 
 
-def measure(s: dict, sweep, dataset) -> dict:
-  """(c): single-run and full-grid population step times, one run's evaluation."""
-  fake = argparse.Namespace(batch_size=s["batch_size"], learning_rate=1e-3,
-                             subsample=s["subsample"], eval_samples=s["eval_samples"],
-                             checkpoint_every=500)
-  base = sweep.base_config(fake, 1)
-  grid = argparse.Namespace(methods=sweep.DEFAULT_METHODS, betas=s["betas"], seeds=s["seeds"])
-  members = sweep.members(grid)
+def measure(s: dict, sweep, dataset, methods: list[str]) -> dict:
+  """(c): single-run and full-grid population step times, one run's evaluation.
+
+  With FactorVAE in ``methods``, its runs (a second population) are counted
+  at the cost of the others'."""
+  def grid_members(indices):
+    args = sweep.parse_args(sweep_args(s, 1, indices, methods, ROOT / "unused", ROOT / "unused"))
+    groups = list(sweep.members(args).values())
+    plain = groups[0] if len(groups) == 1 else next(
+        g for root, g in sweep.members(args).items() if root == pathlib.Path(args.root))
+    return sweep.base_config(args, 1), plain, sum(len(g) for g in groups)
+
+  base, members, num_members = grid_members(list(range(len(s["betas"]))))
   configs = population.validate_population(base, members)
   b, n = s["batch_size"], len(dataset)
   images = jax.device_put(dataset.images)
@@ -115,10 +140,12 @@ def measure(s: dict, sweep, dataset) -> dict:
 
   t_pop, states, keys, indices = population_seconds(configs)
   single_step = jax.jit(lambda st, imgs, rows, key: train_lib.train_step(st, imgs[rows], key))
-  single = population.unstack(states, 1)          # a β-TCVAE member
-  t_single = timed_steps(lambda st, t: single_step(st, images, indices[t, 1], keys[1]), single,
+  one = next((k for k, c in enumerate(configs) if c.objective.name == "betatc"), 0)
+  single = population.unstack(states, one)
+  t_single = timed_steps(lambda st, t: single_step(st, images, indices[t, one], keys[one]), single,
                          s["timed_steps"])
-  small = [c for c in configs if c.objective.beta == BETA_PRIORITY[0]]
+  small_base, small_members, _ = grid_members([index_priority(s)[0]])
+  small = population.validate_population(small_base, small_members)
   t_small = population_seconds(small)[0] if len(small) < len(configs) else t_pop
   flops = mlp_flops_per_image(single.params) * b
   kind = jax.devices()[0].device_kind
@@ -129,29 +156,29 @@ def measure(s: dict, sweep, dataset) -> dict:
   eval_times = []
   for _ in range(2):
     t0 = time.perf_counter()
-    evaluate.evaluate_params(configs[1], jax.device_get(single.params), dataset, step=0,
+    evaluate.evaluate_params(configs[one], jax.device_get(single.params), dataset, step=0,
                              other_metrics=False)
     eval_times.append(time.perf_counter() - t0)
-  return {"device": str(jax.devices()[0]), "device_kind": kind, "members": len(members),
+  return {"device": str(jax.devices()[0]), "device_kind": kind, "members": num_members,
           "batch_size": b, "single_step_seconds": t_single,
           "single_images_per_sec": b / t_single,
           "single_tflops": flops / t_single / 1e12,
           "single_tf32_peak_fraction": (flops / t_single / peak) if peak else None,
           "population_step_seconds": t_pop,
           "small_population_members": len(small), "small_population_step_seconds": t_small,
-          "population_images_per_sec": b * len(members) / t_pop,
-          "population_vs_single_speedup": t_single * len(members) / t_pop,
+          "population_images_per_sec": b * len(configs) / t_pop,
+          "population_vs_single_speedup": t_single * len(configs) / t_pop,
           "eval_first_seconds": eval_times[0], "eval_seconds_per_run": eval_times[1]}
 
 
 def plan(s: dict, measured: dict, seconds_left: float, min_steps: int) -> dict:
-  """(d): the most β values, then the most steps, that fit ``seconds_left``."""
-  k_full, per_beta = measured["members"], measured["members"] // len(s["betas"])
+  """(d): the most grid positions (β values), then the most steps, that fit ``seconds_left``."""
+  k_full, per_index = measured["members"], measured["members"] // len(s["betas"])
+  priority = index_priority(s)
   chosen = None
   for count in range(len(s["betas"]), 0, -1):
-    betas = sorted(b for b in BETA_PRIORITY[:count] if b in s["betas"]) if count < len(s["betas"]) \
-        else list(s["betas"])
-    k = per_beta * len(betas)
+    indices = sorted(priority[:count])
+    k = per_index * len(indices)
     k_small, t_small = measured["small_population_members"], measured["small_population_step_seconds"]
     t_full = measured["population_step_seconds"]
     step_seconds = t_small + (t_full - t_small) * (k - k_small) / max(k_full - k_small, 1)
@@ -159,8 +186,8 @@ def plan(s: dict, measured: dict, seconds_left: float, min_steps: int) -> dict:
     train_seconds = seconds_left - eval_seconds
     steps = int(min(s["max_steps"], max(0.0, train_seconds) / step_seconds))
     steps = steps - steps % 100 if steps >= 200 else steps
-    chosen = {"betas": betas, "members": k, "steps": steps, "step_seconds": step_seconds,
-              "seconds_left": seconds_left}
+    chosen = {"indices": indices, "betas": [s["betas"][i] for i in indices], "members": k,
+              "steps": steps, "step_seconds": step_seconds, "seconds_left": seconds_left}
     if steps >= min_steps:
       break
   return chosen
@@ -170,9 +197,10 @@ def pack(root: pathlib.Path, results: pathlib.Path, out: pathlib.Path, extra: di
   """(f): the small outputs as files, everything else in one tar.gz."""
   (results / "plan.json").write_text(json.dumps(extra, indent=2))
   evals = {p.parent.parent.name: json.loads(p.read_text())
-           for p in sorted((root / "members").glob("*/evals/step_*.json"))}
+           for p in sorted(root.glob("**/members/*/evals/step_*.json"))}
   (results / "evals.json").write_text(json.dumps(evals, indent=1))
-  for name in ("results.csv", "summary.md", "mig_vs_beta.png", "tc_vs_mig.png", "plan.json"):
+  for name in ("results.csv", "summary.md", "mig_vs_beta.png", "tc_vs_mig.png", "methods.png",
+               "plan.json"):
     if (results / name).is_file():
       shutil.copyfile(results / name, out / name)
   with tarfile.open(out / "results_paper.tar.gz", "w:gz") as tar:
@@ -197,18 +225,24 @@ def main(argv=None):
   t0 = time.time()
   dataset = load_dataset("dsprites", subsample=tuple(s["subsample"]))
   print(f"dataset: {len(dataset)} images in {time.time() - t0:.0f} s", flush=True)
-  measured = measure(s, sweep, dataset)
+  methods = args.methods.split(",")
+  unknown = sorted(set(methods) - set(sweep.METHODS))
+  if unknown:
+    print(f"unknown method(s) {unknown}; choose from {sorted(sweep.METHODS)}", flush=True)
+    return 2
+  measured = measure(s, sweep, dataset, methods)
   print("measured " + json.dumps(measured), flush=True)
   chosen = plan(s, measured, deadline - time.time() - args.margin, min_steps)
   print("plan " + json.dumps(chosen), flush=True)
-  info = {"measured": measured, "plan": chosen, "settings": s, "min_steps": min_steps}
+  info = {"measured": measured, "plan": chosen, "settings": s, "min_steps": min_steps,
+          "methods": methods}
   if chosen["steps"] < 1:
     print("no time left to train anything", flush=True)
     results.mkdir(parents=True, exist_ok=True)
     pack(root, results, out, info)
     return 1
   t0 = time.time()
-  argv_sweep = sweep_args(s, chosen["steps"], chosen["betas"], root, results)
+  argv_sweep = sweep_args(s, chosen["steps"], chosen["indices"], methods, root, results)
   code = sweep.main(argv_sweep)
   info.update(sweep_seconds=time.time() - t0, sweep_command="python scripts/sweep.py " +
               " ".join(argv_sweep), total_seconds=time.time() - start,

@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu/paper_sweep.sh            # on the device: budget 540 s
 #   bash benchmarks/gpu/paper_sweep.sh --smoke    # on CPU: the same steps at toy size
+#   bash benchmarks/gpu/paper_sweep.sh --methods betatc_vae,factorvae,dip_vae_i   # other methods
 #
 # (a) installs the carried wheels in .whl/ (ml-collections, tensorboardX),
 # (b) runs the GPU-relevant tests, (c) measures single-run and population
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/workdirs/paper_sweep_out}
 mkdir -p "$OUT"
 LOG="$OUT/timing.log"
-MODE=${1:-}
+MODE=$([[ " $* " == *" --smoke "* ]] && echo --smoke || true)
 echo "start $(date -u +%FT%TZ) mode=${MODE:-gpu}" >"$LOG"
 # The whole call must end inside the device call's 600 s: plan against this deadline.
 export PAPER_SWEEP_DEADLINE=${PAPER_SWEEP_DEADLINE:-$(( $(date +%s) + ${PAPER_SWEEP_BUDGET:-540} ))}
@@ -42,5 +43,5 @@ fi
 t0=$(date +%s)
 timeout 90 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" 2>&1 | tail -n 8 | tee -a "$LOG"
 echo "tests_seconds $(( $(date +%s) - t0 ))" | tee -a "$LOG"
-"$PY" benchmarks/gpu/paper_sweep.py $MODE --out "$OUT" 2>&1 | tee -a "$LOG"   # (c)-(f)
+"$PY" benchmarks/gpu/paper_sweep.py "$@" --out "$OUT" 2>&1 | tee -a "$LOG"   # (c)-(f)
 echo "end $(date -u +%FT%TZ)" >>"$LOG"
