@@ -105,8 +105,8 @@ def test_every_objective_trains_in_one_population(tmp_path):
 def factorvae_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("factorvae")
   config = small_config(**{"objective.name": "factorvae", "objective.discriminator_layers": 2,
-                           "objective.discriminator_width": 64, "num_train_steps": 40,
-                           "log_every_steps": 5, "checkpoint_every_steps": 20,
+                           "objective.discriminator_width": 64, "num_train_steps": 30,
+                           "log_every_steps": 5, "checkpoint_every_steps": 15,
                            "learning_rate": 3e-4})
   state = train_lib.train(config, str(workdir))
   return workdir, config, state
@@ -123,16 +123,16 @@ def test_factorvae_trains_and_logs_both_tc_estimates(factorvae_run):
   initial = train_lib.critic_fields(factorvae_run[1], factorvae_run[1].seed)["critic_params"]
   moved = [float(jnp.max(jnp.abs(a - b))) for a, b in
            zip(jax.tree.leaves(state.critic_params), jax.tree.leaves(initial))]
-  assert min(moved) > 1e-4 and int(state.step) == 40
+  assert min(moved) > 1e-4 and int(state.step) == 30
 
 
 def test_factorvae_resume_keeps_the_discriminator(factorvae_run, tmp_path):
-  """20 + 20 steps equals 40: the checkpoint holds the discriminator and its
+  """15 + 15 steps equals 30: the checkpoint holds the discriminator and its
   Adam state (a restart from a fresh discriminator would differ)."""
   workdir, config, state = factorvae_run
-  assert checkpoint_steps(workdir) == [20, 40]
+  assert checkpoint_steps(workdir) == [15, 30]
   first = config.copy_and_resolve_references()
-  first.num_train_steps = 20
+  first.num_train_steps = 15
   train_lib.train(first, str(tmp_path))
   resumed = train_lib.train(config, str(tmp_path))
   for a, b in zip(jax.tree.leaves(resumed.critic_params), jax.tree.leaves(state.critic_params)):

@@ -29,3 +29,26 @@ def discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
   if num_bins < 1:
     raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
   return np.stack([np.digitize(c, np.histogram(c, num_bins)[1][1:-1]) for c in codes.T], axis=1)
+
+
+def split_rows(n: int, num_train: int, num_test: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """Disjoint random train and test rows of ``n`` points: ``num_train``
+  capped at n // 2, ``num_test`` at the rest (one ``rng.permutation``).
+
+  Raises:
+    ValueError: fewer than 2 points, or a size < 1.
+  """
+  if num_train < 1 or num_test < 1:
+    raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}.")
+  if n < 2:
+    raise ValueError(f"A train/test split needs at least 2 points, got {n}.")
+  num_train = min(num_train, n // 2)
+  num_test = min(num_test, n - num_train)
+  rows = rng.permutation(n)
+  return rows[:num_train], rows[num_train:num_train + num_test]
+
+
+def class_labels(factors: np.ndarray) -> np.ndarray:
+  """int [N, K]: each factor column [N] of ``factors`` as classes 0 .. |V_k| − 1."""
+  return np.stack([np.unique(f, return_inverse=True)[1] for f in factors.T], axis=1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from betatc_jax.metrics.codes import check_codes_and_factors
+from betatc_jax.metrics.codes import check_codes_and_factors, split_rows
 
 
 def _entropy(p: np.ndarray, base: int, axis: int) -> np.ndarray:
@@ -62,11 +62,7 @@ def dci(codes: np.ndarray, factors: np.ndarray, *, rng: np.random.Generator,
   from sklearn.ensemble import RandomForestClassifier
 
   codes, factors = check_codes_and_factors(codes, factors)
-  n = len(codes)
-  num_train = min(num_train, n // 2)
-  num_test = min(num_test, n - num_train)
-  rows = rng.permutation(n)
-  train, test = rows[:num_train], rows[num_train:num_train + num_test]
+  train, test = split_rows(len(codes), num_train, num_test, rng)
   importance = np.zeros((codes.shape[1], factors.shape[1]))
   accuracy = np.zeros(factors.shape[1])
   for k in range(factors.shape[1]):

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from betatc_jax.metrics.codes import check_codes_and_factors, discretize
+from betatc_jax.metrics.codes import (check_codes_and_factors, class_labels, discretize,
+                                      split_rows)
 from betatc_jax.metrics.linear import fit_softmax_regression, roc_auc
 from betatc_jax.metrics.mig import discrete_mutual_info
 
@@ -56,14 +57,8 @@ def modularity_explicitness(codes: np.ndarray, factors: np.ndarray, *, rng: np.r
     ``modularity_mutual_info`` m [D, K].
   """
   codes, factors = check_codes_and_factors(codes, factors)
-  n = len(codes)
-  num_train = min(num_train, n // 2)
-  num_test = min(num_test, n - num_train)
-  if num_train < 1 or num_test < 1:
-    raise ValueError(f"modularity/explicitness need at least 2 points, got {n}.")
-  rows = rng.permutation(n)
-  train, test = rows[:num_train], rows[num_train:num_train + num_test]
-  labels = np.stack([np.unique(f, return_inverse=True)[1] for f in factors.T], axis=1)
+  train, test = split_rows(len(codes), num_train, num_test, rng)
+  labels = class_labels(factors)
   binned = discretize(codes[train], num_bins)
   m = np.array([[discrete_mutual_info(binned[:, j], labels[train, k])
                  for k in range(labels.shape[1])] for j in range(codes.shape[1])])

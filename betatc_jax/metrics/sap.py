@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from betatc_jax.metrics.codes import check_codes_and_factors
+from betatc_jax.metrics.codes import check_codes_and_factors, class_labels, split_rows
 
 
 def histogram_classifier_accuracy(train_code: np.ndarray, train_labels: np.ndarray,
@@ -64,16 +64,8 @@ def sap_score(codes: np.ndarray, factors: np.ndarray, *, rng: np.random.Generato
     ``sap_score`` and the ``sap_matrix`` A [D, K].
   """
   codes, factors = check_codes_and_factors(codes, factors)
-  if num_train < 1 or num_test < 1:
-    raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}.")
-  n = len(codes)
-  num_train = min(num_train, n // 2)
-  num_test = min(num_test, n - num_train)
-  if num_train < 1 or num_test < 1:
-    raise ValueError(f"SAP needs at least 2 points, got {n}.")
-  rows = rng.permutation(n)
-  train, test = rows[:num_train], rows[num_train:num_train + num_test]
-  labels = np.stack([np.unique(f, return_inverse=True)[1] for f in factors.T], axis=1)
+  train, test = split_rows(len(codes), num_train, num_test, rng)
+  labels = class_labels(factors)
   d, k = codes.shape[1], factors.shape[1]
   matrix = np.zeros((d, k))
   for f in range(k):
