@@ -100,7 +100,7 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   """All metrics of ``params`` on ``dataset``; writes eval.json and plots if
   ``workdir`` is given. ``other_metrics=False`` computes only the paper's
   (MIG and the ELBO decomposition) and skips ``OTHER_METRICS`` (FactorVAE,
-  DCI, SAP, modularity/explicitness, β-VAE score: ~25 s at 184k points).
+  DCI, SAP, modularity/explicitness, β-VAE score: ~30 s at 92k points).
 
   A dataset without ground-truth factors (your own images) gets the ELBO
   decomposition, log p(x|z) and the per-latent KL; the supervised metrics
@@ -161,7 +161,7 @@ SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + OTHER_METRICS
 
 def _other_metrics(mu: np.ndarray, dataset: GroundTruthDataset, rng: np.random.Generator
                    ) -> dict[str, float]:
-  """The ``OTHER_METRICS`` of the codes ``mu`` [N, D] (~25 s at 184k points)."""
+  """The ``OTHER_METRICS`` of the codes ``mu`` [N, D] (~30 s at 92k points)."""
   dci_out = dci(mu, dataset.factors, rng=rng)
   mod = modularity_explicitness(mu, dataset.factors, rng=rng)
   return {"factorvae_score": factorvae_score(mu, dataset, rng=rng)["factorvae_score"],
