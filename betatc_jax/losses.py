@@ -206,7 +206,7 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
                   w_mi, w_tc, w_dim_kl, w_kl, anneal, extra=None
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl (+ the
-  ``extra`` terms: a dict of (weighted value, metrics)), and its terms."""
+  ``extra(kl) -> (weighted terms, their metrics)``), and its terms."""
   chex.assert_rank([mu, logvar, z], 2)
   chex.assert_equal_shape([mu, logvar, z])
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
@@ -219,9 +219,9 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
   metrics = {"recon": recon, "mi": terms["mi"], "tc": terms["tc"],
              "dim_kl": terms["dim_kl"], "kl": kl, "elbo": -recon - kl, "anneal": anneal}
   if extra is not None:
-    for term, logged in extra(kl).values():
-      loss = loss + term
-      metrics.update(logged)
+    term, logged = extra(kl)
+    loss = loss + term
+    metrics.update(logged)
   return loss, {"loss": loss, **metrics}
 
 
@@ -264,13 +264,12 @@ def weighted_objective(
     ``kl``, ``elbo``, ``anneal``, ``critic_tc``, ``dip_penalty`` and ``capacity``.
   """
   def extra(kl):
-    cov = dip_covariance(mu, logvar, weights.dip_variance)
-    dip = dip_penalty(cov, weights.dip_od, weights.dip_d)
+    dip = dip_penalty(dip_covariance(mu, logvar, weights.dip_variance), weights.dip_od,
+                      weights.dip_d)
     capacity = capacity_at(step, weights.capacity_max, weights.capacity_steps)
     critic = jnp.asarray(critic_tc, jnp.float32)
-    return {"critic": (weights.critic_tc * critic, {"critic_tc": critic}),
-            "dip": (dip, {"dip_penalty": dip}),
-            "capacity": (weights.capacity_gamma * jnp.abs(kl - capacity), {"capacity": capacity})}
+    term = weights.critic_tc * critic + dip + weights.capacity_gamma * jnp.abs(kl - capacity)
+    return term, {"critic_tc": critic, "dip_penalty": dip, "capacity": capacity}
 
   return _weighted_sum(
       x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=weights.estimator,

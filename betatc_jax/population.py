@@ -90,11 +90,7 @@ def member_config(base: ml_collections.ConfigDict, member: Member) -> ml_collect
                      f"{', '.join(MEMBER_KEYS)} (the rest is shared by the population).")
   config = ml_collections.ConfigDict(base.to_dict())
   for key, value in member.overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    train_lib.set_config_key(config, key, value)
   return config
 
 

@@ -34,11 +34,7 @@ def small_config(**overrides):
   config.eval.at_end = False                    # evaluate_test covers it
   config.eval.num_samples = 500
   for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    train_lib.set_config_key(config, key, value)
   return config
 
 

@@ -118,10 +118,9 @@ def measure(s: dict, sweep, dataset, methods: list[str]) -> dict:
   at the cost of the others'."""
   def grid_members(indices):
     args = sweep.parse_args(sweep_args(s, 1, indices, methods, ROOT / "unused", ROOT / "unused"))
-    groups = list(sweep.members(args).values())
-    plain = groups[0] if len(groups) == 1 else next(
-        g for root, g in sweep.members(args).items() if root == pathlib.Path(args.root))
-    return sweep.base_config(args, 1), plain, sum(len(g) for g in groups)
+    groups = sweep.members(args)
+    plain = groups.get(pathlib.Path(args.root)) or next(iter(groups.values()))
+    return sweep.base_config(args, 1), plain, sum(len(g) for g in groups.values())
 
   base, members, num_members = grid_members(list(range(len(s["betas"]))))
   configs = population.validate_population(base, members)
