@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.latent_dim = 10
   config.model.output_activation = "none"  # none (logits) | tanh (the seed)
   config.model.conv_impl = "auto"      # auto (matmul on CPU, lax elsewhere) | lax | matmul
+  config.model.param_init = "flax"     # flax (lecun_normal, zero bias) | torch (PyTorch's defaults)
 
   config.objective = ml_collections.ConfigDict()
   config.objective.name = "betatc"     # betatc | beta_vae | factorvae | dip_vae_i | dip_vae_ii | annealed_vae

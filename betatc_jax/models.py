@@ -15,12 +15,14 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d, Dense
 
 Arch = Literal["seed_conv", "mlp", "conv"]
 ARCHS: tuple[str, ...] = ("seed_conv", "mlp", "conv")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("none", "tanh")
+PARAM_INITS: tuple[str, ...] = ("flax", "torch")
 
 
 class SeedConvEncoder(nn.Module):
@@ -153,6 +155,9 @@ class VAE(nn.Module):
     conv_impl: ``"auto"`` (the matmul reformulation on CPU, lax convs
       elsewhere), ``"lax"`` or ``"matmul"``; see ``betatc_jax.layers``. The
       parameters are the same for all three.
+    param_init: the initial values ``train_lib.init_params`` draws:
+      ``"flax"`` (lecun_normal kernels, zero biases) or ``"torch"``
+      (PyTorch's defaults, ``torch_default_init``).
   """
   arch: Arch = "mlp"
   latent_dim: int = 10
@@ -160,10 +165,11 @@ class VAE(nn.Module):
   output_activation: str = "none"
   hidden_dims: tuple[int, ...] = (32, 32, 32, 32)
   conv_impl: ConvImpl = "auto"
+  param_init: str = "flax"
 
   def setup(self):
     validate_model_settings(self.arch, self.latent_dim, self.image_shape,
-                            self.output_activation, self.conv_impl)
+                            self.output_activation, self.conv_impl, self.param_init)
     channels = self.image_shape[-1]
     if self.arch == "seed_conv":
       self.encoder = SeedConvEncoder(self.latent_dim, self.hidden_dims, self.conv_impl)
@@ -208,7 +214,8 @@ class VAE(nn.Module):
 
 
 def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[int],
-                            output_activation: str, conv_impl: str = "auto") -> None:
+                            output_activation: str, conv_impl: str = "auto",
+                            param_init: str = "flax") -> None:
   """Raises ValueError for settings no model can be built from."""
   if arch not in ARCHS:
     raise ValueError(f"Unknown model arch {arch!r}; expected one of {ARCHS}.")
@@ -223,6 +230,42 @@ def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[in
                      f"expected one of {OUTPUT_ACTIVATIONS}.")
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"Unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}.")
+  if param_init not in PARAM_INITS:
+    raise ValueError(f"Unknown param_init {param_init!r}; expected one of {PARAM_INITS}.")
+
+
+def torch_default_init(params, key: jax.Array):
+  """Re-draws every layer's parameters as PyTorch's defaults would (what the
+  official β-TCVAE code trains from; flax's are lecun_normal kernels and zero
+  biases).
+
+  PyTorch's ``nn.Linear``, ``nn.Conv2d`` and ``nn.ConvTranspose2d`` draw
+  weight and bias from U(−b, b) with b = 1/√fan_in (``kaiming_uniform`` with
+  a = √5), where fan_in = weight.size(1) · kh · kw. In our layouts (dense
+  [in, out], conv [kh, kw, in, out], transposed conv [kh, kw, out, in]) that
+  is the product of every kernel axis but the last, for all three: PyTorch's
+  transposed convs count their *output* channels, and so does this.
+
+  Args:
+    params: a flax params tree whose layers are dicts of ``kernel`` [..., out]
+      and ``bias`` [out].
+    key: the draws' randomness (one key per layer, by ``fold_in`` of its
+      position in the flattened tree).
+
+  Returns:
+    A tree of the same structure, shapes and dtypes.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  bound_of = {}
+  for path, leaf in leaves:
+    if path[-1].key == "kernel":
+      bound_of[tuple(p.key for p in path[:-1])] = 1.0 / float(np.prod(leaf.shape[:-1])) ** 0.5
+  new = []
+  for i, (path, leaf) in enumerate(leaves):
+    bound = bound_of[tuple(p.key for p in path[:-1])]
+    new.append(jax.random.uniform(jax.random.fold_in(key, i), leaf.shape, leaf.dtype,
+                                  -bound, bound))
+  return jax.tree_util.tree_unflatten(treedef, new)
 
 
 def mean_image(decoder_out: jax.Array, likelihood: str) -> jax.Array:

@@ -119,6 +119,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f"model.output_activation must be one of {models.OUTPUT_ACTIVATIONS}"),
       (model.conv_impl in layers.CONV_IMPLS,
        f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {model.conv_impl!r}"),
+      (model.param_init in models.PARAM_INITS,
+       f"model.param_init must be one of {models.PARAM_INITS}, got {model.param_init!r}"),
       (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
       (config.batch_size >= 2 or obj.estimator == "mws",
        f"batch_size must be >= 2 for the {obj.estimator!r} estimator, got {config.batch_size}"),
@@ -199,7 +201,7 @@ def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, i
   return models.VAE(arch=config.model.arch, latent_dim=config.model.latent_dim,
                     image_shape=tuple(image_shape),
                     output_activation=config.model.output_activation,
-                    conv_impl=config.model.conv_impl)
+                    conv_impl=config.model.conv_impl, param_init=config.model.param_init)
 
 
 def make_objective(config: ml_collections.ConfigDict, dataset_size: int) -> Callable:
@@ -255,7 +257,8 @@ def init_params(model: models.VAE, image_shape: tuple[int, int, int], seed: int 
 
 
 def _params_from_key(model: models.VAE, key: jax.Array, image_shape: tuple[int, int, int]) -> Any:
-  return model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
+  params = model.init(key, jnp.zeros((1,) + tuple(image_shape)), jax.random.key(0))["params"]
+  return models.torch_default_init(params, key) if model.param_init == "torch" else params
 
 
 def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,

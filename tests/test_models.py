@@ -66,6 +66,7 @@ def test_wrong_image_shape_rejected(bad_shape):
     (dict(latent_dim=0), "latent_dim"),
     (dict(output_activation="relu"), "output_activation"),
     (dict(arch="seed_conv", conv_impl="fft"), "conv_impl"),
+    (dict(param_init="xavier"), "param_init"),
 ])
 def test_bad_model_settings_rejected(kwargs, match):
   model = models.VAE(**{"image_shape": (64, 64, 1), **kwargs})
@@ -157,3 +158,42 @@ def test_auto_conv_impl_is_matmul_on_cpu():
   assert layers.resolve_impl("auto") == "matmul"
   with pytest.raises(ValueError, match="conv_impl"):
     layers.resolve_impl("fft")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_torch_init_draws_pytorchs_default_ranges(arch):
+  """param_init="torch": every kernel and bias uniform on ±1/√fan_in with
+  PyTorch's own fan_in of the same layer (for a transposed conv, its output
+  channels), and a train_lib.init_params of the same seed is reproducible."""
+  from betatc_jax import train_lib
+  model = models.VAE(arch=arch, latent_dim=6, image_shape=(64, 64, 1), param_init="torch")
+  params, _ = train_lib.init_params(model, (64, 64, 1), 3)
+  again, _ = train_lib.init_params(model, (64, 64, 1), 3)
+  chex.assert_trees_all_equal(params, again)
+  flax_params, _ = train_lib.init_params(models.VAE(arch=arch, latent_dim=6, image_shape=(64, 64, 1)),
+                                         (64, 64, 1), 3)
+  chex.assert_trees_all_equal_shapes_and_dtypes(params, flax_params)
+
+  def torch_layer(name, kernel):
+    if kernel.ndim == 2:
+      return torch.nn.Linear(kernel.shape[0], kernel.shape[1])
+    k, _, a, b = kernel.shape
+    if "deconv" in name:                       # our [kh, kw, out, in]
+      return torch.nn.ConvTranspose2d(b, a, k)
+    return torch.nn.Conv2d(a, b, k)            # our [kh, kw, in, out]
+
+  layers_seen = 0
+  for path, layer in jax.tree_util.tree_flatten_with_path(
+      params, is_leaf=lambda t: isinstance(t, dict) and "kernel" in t)[0]:
+    name = "/".join(p.key for p in path)
+    kernel, bias = np.asarray(layer["kernel"]), np.asarray(layer["bias"])
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(torch_layer(name, kernel).weight)
+    bound = 1 / np.sqrt(fan_in)
+    for values in (kernel, bias):
+      assert np.abs(values).max() <= bound
+    # U(-b, b): std b/√3; with ≥ 20k draws the sample std is within 3%.
+    if kernel.size >= 20_000:
+      assert abs(kernel.std() / (bound / np.sqrt(3)) - 1) < 0.03, name
+      assert abs(kernel.mean()) < 0.02 * bound, name
+    layers_seen += 1
+  assert layers_seen >= 5
