@@ -123,6 +123,7 @@ def jax_step_fn(arch, batch, conv_impl="auto"):
   config.model.arch = arch
   config.model.conv_impl = conv_impl
   config.batch_size = batch
+  config.objective.estimator = "mss"        # what the torch step computes
   if arch == "seed_conv":
     config.model.output_activation = "tanh"
     config.objective.likelihood = "gaussian"

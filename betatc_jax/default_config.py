@@ -12,13 +12,13 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.batch_size = 256
+  config.batch_size = 64               # the paper: 2048 (configs/dsprites_paper.py)
   config.learning_rate = 1e-3
   config.lr_schedule = "constant"      # constant | exponential_per_epoch
   config.lr_decay = 0.95               # exponential_per_epoch: factor per epoch of ceil(N/B) steps
-  config.num_train_steps = 1_200
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 400
+  config.num_train_steps = 7_000
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2_000
   config.keep_checkpoints = 3
   config.progress_bar = True
 
@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective.alpha = 1.0
   config.objective.beta = 6.0
   config.objective.gamma = 1.0
-  config.objective.estimator = "mss"   # mss | mws | reference
+  config.objective.estimator = "mws"   # mws (the official code's default) | mss (unbiased) | reference
   config.objective.likelihood = "bernoulli"  # bernoulli | gaussian
   config.objective.anneal_steps = 0    # 0: no warm-up of dim_kl
   # FactorVAE (objective.name = "factorvae"): recon + KL + factorvae_gamma · TC(discriminator)

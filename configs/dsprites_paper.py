@@ -22,4 +22,5 @@ def get_config():
   config.log_every_steps = 100
   config.checkpoint_every_steps = 1_000
   config.dataset.subsample = (1, 1, 1, 1, 1)
+  config.objective.estimator = "mss"
   return config

@@ -63,8 +63,8 @@ def test_outputs_match_each_runs_evaluation(swept):
   assert info["runs_finished"] == info["runs_expected"] == 2
   # One population of 2 runs: its wall time once, and per member-step.
   seconds = float(rows[0]["train_seconds"])
-  assert info["train_wall_seconds"] == pytest.approx(seconds)
-  assert info["seconds_per_member_step"] == pytest.approx(seconds / (4 * 2))
+  assert info["train_wall_seconds"] == pytest.approx(seconds, rel=1e-4)   # the CSV rounds
+  assert info["seconds_per_member_step"] == pytest.approx(seconds / (4 * 2), rel=1e-4)
   best = max((r for r in rows if r["method"] == "betatc_vae"), key=lambda r: float(r["mig"]))
   assert info["best_betatc_run"] == f"betatc_vae_beta{best['value']}_seed{best['seed']}"
   assert {r["param"] for r in rows} == {"beta"}

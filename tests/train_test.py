@@ -23,6 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def small_config(**overrides):
   config = default.get_config()
   config.batch_size = 32
+  config.objective.estimator = "mss"            # the library's estimator, whatever the default
   config.num_train_steps = 12
   config.log_every_steps = 2
   config.checkpoint_every_steps = 6
