@@ -251,6 +251,13 @@ def member_dir(workdir: str | pathlib.Path, name: str) -> pathlib.Path:
   return pathlib.Path(workdir) / "members" / name
 
 
+def latest_step(workdir: str | pathlib.Path) -> int:
+  """The step of the newest population checkpoint in ``workdir``; 0 if none."""
+  directory = pathlib.Path(workdir) / "checkpoints"
+  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+  return max(steps, default=0)
+
+
 def _population_record(base: ml_collections.ConfigDict, members: Sequence[Member]) -> dict:
   return {"base": json.loads(base.to_json()),
           "members": [{"name": m.name, "overrides": dict(m.overrides)} for m in members]}

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
       raise SystemExit(f"error: no member {unknown} in {args.root}")
     members = [m for m in all_members if m.name in wanted]
-  step = max((int(p.name) for p in (pathlib.Path(args.root) / "checkpoints").iterdir()
-              if p.name.isdigit()), default=0)
+  step = population.latest_step(args.root)
   if step == 0:
     raise SystemExit(f"error: {args.root} has no checkpoint")
   base.num_train_steps = step             # at the checkpoint: restores, trains nothing

@@ -301,7 +301,7 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     todo = [m for m in runs if not eval_path(population.member_dir(root, m.name), step).is_file()]
     if not todo:
       continue
-    current = latest_checkpoint(root)
+    current = population.latest_step(root)
     if current > step:
       print(f"  population already past step {step} (checkpoint {current}); not evaluated there",
             flush=True)
@@ -344,12 +344,6 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     if args.timing_log:
       with open(args.timing_log, "a") as f:
         f.write(json.dumps(line) + "\n")
-
-
-def latest_checkpoint(workdir: pathlib.Path) -> int:
-  directory = workdir / "checkpoints"
-  steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
-  return max(steps, default=0)
 
 
 def collect(args: argparse.Namespace) -> list[dict[str, Any]]:

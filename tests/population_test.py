@@ -106,6 +106,7 @@ def test_every_member_equals_its_single_run(resumed, tmp_path):
 def test_resume_20_plus_20_equals_40(resumed, tmp_path):
   workdir, states, _ = resumed
   assert checkpoint_steps(workdir) == [20, 40]
+  assert population.latest_step(workdir) == 40 and population.latest_step(tmp_path) == 0
   assert np.asarray(states.step).tolist() == [40] * len(MEMBERS)
   straight, _ = population.train_population(base_config(40), MEMBERS, tmp_path)
   for member in MEMBERS:
