@@ -28,14 +28,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.output_activation = "none"  # none (logits) | tanh (the seed)
   config.model.conv_impl = "auto"      # auto (matmul on CPU, lax elsewhere) | lax | matmul
   config.model.param_init = "flax"     # flax (lecun_normal, zero bias) | torch (PyTorch's defaults)
+  config.model.posterior_scale = "log_var"  # the encoder's scale output: log_var | log_sigma (official)
 
   config.objective = ml_collections.ConfigDict()
   config.objective.name = "betatc"     # betatc | beta_vae | factorvae | dip_vae_i | dip_vae_ii | annealed_vae
   config.objective.alpha = 1.0
   config.objective.beta = 6.0
   config.objective.gamma = 1.0
-  config.objective.estimator = "mws"   # mws (the official code's default) | mss (unbiased) | reference
-  config.objective.likelihood = "bernoulli"  # bernoulli | gaussian
+  config.objective.estimator = "mws"   # mws (the official code's) | mss (unbiased) | reference | official_mss
+  config.objective.marginal_estimator = ""   # estimator of each log q(z_j); "" = objective.estimator
+  config.objective.likelihood = "bernoulli"  # bernoulli | clamped_bernoulli (official) | gaussian
   config.objective.anneal_steps = 0    # 0: no warm-up of dim_kl
   # FactorVAE (objective.name = "factorvae"): recon + KL + factorvae_gamma · TC(discriminator)
   config.objective.factorvae_gamma = 10.0

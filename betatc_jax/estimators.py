@@ -23,20 +23,32 @@ and the estimators differ only in the weights w:
   replacement the estimate of q(z_i) is unbiased.
 * ``"mws"`` (minibatch weighted sampling, Sec. C.1): w[i, j] = 1/(N·B).
   It is a lower bound in expectation (biased low).
-* ``"reference"``: the seed PyTorch implementation (AntixK's PyTorch-VAE and
-  the official code share the layout), reproduced number for number. Its
-  strides write 1/N into *column 0* and (N − M)/(N·M) into column 1 of every
-  row (plus w[B−2, 0] = (N − M)/(N·M)), leaving 1/M on the diagonal, and it
-  adds log w to every latent dimension before the sum over d, so
-  log q(z_i) carries D·log w[i, j]. Both are bugs: the sample's own,
-  largest density q(z_i|x_i) is weighted 1/M instead of 1/N, which biases
-  q(z) high (MI low, TC high). Kept only for parity tests and comparisons.
+* ``"reference"``: AntixK PyTorch-VAE's ``betatc_vae.py``, reproduced number
+  for number. Its strides write 1/N into *column 0* and (N − M)/(N·M) into
+  column 1 of every row (plus w[B−2, 0] = (N − M)/(N·M)), leaving 1/M on the
+  diagonal (the "column layout"), and it adds log w to every latent
+  dimension before the sum over d, so log q(z_i) carries D·log w[i, j].
+* ``"official_mss"``: the official code's ``--mss`` path (rtqichen/beta-tcvae,
+  ``vae_quant.py``, ``_log_importance_weight_matrix`` and ``VAE.elbo``): the
+  same column layout (its stride M + 1 = B walks down column 0), with log w
+  added once to log q(z_i), as the formula intends.
+
+  In both column layouts the sample's own, largest density q(z_i|x_i) gets
+  weight 1/M like the other samples (rows 0 and 1 aside), so up to
+  a near-constant offset they weight the batch as MWS does, not as MSS: they
+  bias q(z) high. Kept for parity and comparisons.
+
+The joint and the marginals can be estimated with different weights: with
+``marginal_estimator`` e', log q(z_i) takes the weights of ``estimator`` e
+and each log q(z_id) those of e'. e' = e (the default) is the named
+estimator; the two mixtures of MSS and MWS separate which of the two
+estimates a result depends on.
 
 The estimator can also be chosen by an int32 array, its index in
 ``ESTIMATORS`` (``estimator_code``): then one compiled function serves every
 estimator, as a vmapped population of runs needs. The rows of w are built
-from indices for all three layouts and the code selects one, so the values
-are exactly those of the named estimator, and no [B, B] array is stored.
+from indices for every layout and the code selects one, so the values are
+exactly those of the named estimator, and no [B, B] array is stored.
 
 This module imports only jax, numpy and chex, so other projects can use the
 estimators without the trainer or the data code.
@@ -52,9 +64,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Estimator = Literal["mss", "mws", "reference"]
-ESTIMATORS: tuple[str, ...] = ("mss", "mws", "reference")
+Estimator = Literal["mss", "mws", "reference", "official_mss"]
+ESTIMATORS: tuple[str, ...] = ("mss", "mws", "reference", "official_mss")
 REFERENCE_CODE = ESTIMATORS.index("reference")
+# The weight layout of each estimator: the two column-layout ones share theirs.
+_LAYOUT = {"mss": "mss", "mws": "mws", "reference": "column", "official_mss": "column"}
 
 
 def estimator_code(estimator: str) -> int:
@@ -94,7 +108,7 @@ def _check_sizes(batch_size: int, dataset_size: int, estimator: str | jax.Array)
     raise ValueError(
         "dataset_size must be a Python int (the number N of training points), "
         f"got {dataset_size!r}.")
-  if estimator in ("mss", "reference") and batch_size < 2:
+  if estimator != "mws" and batch_size < 2:
     raise ValueError(
         f"The {estimator!r} estimator needs batch_size >= 2, got {batch_size}.")
   if batch_size < 1:
@@ -128,10 +142,10 @@ def _log_weight_rows(rows: jax.Array, batch_size: int, dataset_size: int,
   """Rows ``rows`` of the [B, B] log weights, built from indices: [R, B].
 
   The constants are computed once on the host (float64 log for MSS and MWS;
-  float32 values and log, as torch computes them, for the reference), so any
-  block of rows equals the same rows of the full matrix exactly. For a code
-  array, every layout is built and the code selects one (with B < 2 only
-  MWS is defined, and the other layouts are NaN).
+  float32 values and log, as torch computes them, for the column layout), so
+  any block of rows equals the same rows of the full matrix exactly. For a
+  code array, every layout is built and the code selects one (with B < 2
+  only MWS is defined, and the other layouts are NaN).
   """
   if not isinstance(estimator, str):
     layouts = [_log_weight_rows(rows, batch_size, dataset_size, name) if batch_size >= 2
@@ -143,13 +157,14 @@ def _log_weight_rows(rows: jax.Array, batch_size: int, dataset_size: int,
   m = b - 1
   cols = jnp.arange(b)[None, :]
   r = rows[:, None]
-  if estimator == "mws":
+  layout = _LAYOUT[estimator]
+  if layout == "mws":
     return jnp.full((len(rows), b), -math.log(n * b), jnp.float32)
-  if estimator == "mss":
+  if layout == "mss":
     own, strat, other = (np.float32(np.log(v)) for v in (1.0 / n, (n - m) / (n * m), 1.0 / m))
     return jnp.where(cols == r, own, jnp.where(cols == (r + 1) % b, strat, other))
-  # "reference": the seed's strides: 1/N down column 0, strat down column 1,
-  # and w[B-2, 0] = strat; 1/M elsewhere (the diagonal included).
+  # The column layout: 1/N down column 0, strat down column 1, and
+  # w[B-2, 0] = strat; 1/M elsewhere (the diagonal included).
   own, strat, other = (np.log(np.float32(v)) for v in
                        (1.0 / n, (n - b + 1) / (n * (b - 1)), 1.0 / (b - 1)))
   w = jnp.where(cols == 0, own, jnp.where(cols == 1, strat, other))
@@ -171,10 +186,12 @@ def _log_q_zx_matrix(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Arra
 
 
 def _aggregate_rows(rows: jax.Array, z_rows: jax.Array, mu: jax.Array, logvar: jax.Array,
-                    dataset_size: int, estimator: str | jax.Array) -> tuple[jax.Array, jax.Array]:
+                    dataset_size: int, estimator: str | jax.Array,
+                    marginal_estimator: str | jax.Array) -> tuple[jax.Array, jax.Array]:
   """log q(z_i) and log ∏_d q(z_id) for the samples ``rows``: ([R], [R])."""
   log_q_zx_matrix = _log_q_zx_matrix(z_rows, mu, logvar)                # [R, B, D]
-  log_w = _log_weight_rows(rows, mu.shape[0], dataset_size, estimator)   # [R, B]
+  batch_size = mu.shape[0]
+  log_w = _log_weight_rows(rows, batch_size, dataset_size, estimator)   # [R, B]
   # The reference adds log w to every dimension before the sum over d.
   joint = {False: lambda: log_q_zx_matrix.sum(-1) + log_w,
            True: lambda: (log_q_zx_matrix + log_w[:, :, None]).sum(-1)}
@@ -183,7 +200,11 @@ def _aggregate_rows(rows: jax.Array, z_rows: jax.Array, mu: jax.Array, logvar: j
   else:
     log_joint = jnp.where(estimator == REFERENCE_CODE, joint[True](), joint[False]())
   log_q_z = jax.nn.logsumexp(log_joint, axis=1)
-  log_prod_q_zj = jax.nn.logsumexp(log_q_zx_matrix + log_w[:, :, None], axis=1).sum(-1)
+  same = marginal_estimator is estimator or (
+      isinstance(marginal_estimator, str) and marginal_estimator == estimator)
+  log_w_marginal = log_w if same else _log_weight_rows(rows, batch_size, dataset_size,
+                                                       marginal_estimator)
+  log_prod_q_zj = jax.nn.logsumexp(log_q_zx_matrix + log_w_marginal[:, :, None], axis=1).sum(-1)
   return log_q_z, log_prod_q_zj
 
 
@@ -212,6 +233,7 @@ def kl_decomposition(
     dataset_size: int,
     estimator: Estimator | jax.Array = "mss",
     block_size: int | str | None = "auto",
+    marginal_estimator: Estimator | jax.Array | None = None,
 ) -> dict[str, jax.Array]:
   """Minibatch estimate of the decomposition mi + tc + dim_kl.
 
@@ -231,9 +253,11 @@ def kl_decomposition(
     logvar: [B, D] posterior log variances.
     dataset_size: N, the number of points the batch is drawn from (a Python
       int; it enters the weights, and with it the constant log N).
-    estimator: ``"mss"`` (default), ``"mws"`` or ``"reference"``, or its
+    estimator: a name of ``ESTIMATORS`` (default ``"mss"``), or its
       ``estimator_code`` as an int32 scalar array (may be traced).
     block_size: None (one shot), ``"auto"``, or rows per block.
+    marginal_estimator: the estimator of each log q(z_id) (a name or a
+      code, like ``estimator``); None: ``estimator``'s.
 
   Returns:
     A dict with per-sample ``log_q_zx``, ``log_q_z``, ``log_prod_q_zj`` and
@@ -241,8 +265,8 @@ def kl_decomposition(
     (scalars).
 
   Raises:
-    ValueError: at trace time, for an unknown estimator, B < 2 with ``"mss"``
-      or ``"reference"``, dataset_size < B, mismatched shapes or a bad
+    ValueError: at trace time, for an unknown estimator, B < 2 with any
+      estimator but ``"mws"``, dataset_size < B, mismatched shapes or a bad
       block_size.
   """
   if z.ndim != 2 or mu.shape != z.shape or logvar.shape != z.shape:
@@ -250,7 +274,9 @@ def kl_decomposition(
         "z, mu and logvar must all be [B, D] with the same shape; got "
         f"z {tuple(z.shape)}, mu {tuple(mu.shape)}, logvar {tuple(logvar.shape)}.")
   batch_size, latent_dim = z.shape
+  marginal_estimator = estimator if marginal_estimator is None else marginal_estimator
   _check_sizes(batch_size, dataset_size, estimator)
+  _check_sizes(batch_size, dataset_size, marginal_estimator)
   chex.assert_type([z, mu, logvar], float)
 
   log_q_zx = gaussian_log_density(z, mu, logvar).sum(-1)             # [B]
@@ -258,7 +284,8 @@ def kl_decomposition(
   rows = jnp.arange(batch_size)
   block = _block_rows(block_size, batch_size, latent_dim)
   if block is None:
-    log_q_z, log_prod_q_zj = _aggregate_rows(rows, z, mu, logvar, dataset_size, estimator)
+    log_q_z, log_prod_q_zj = _aggregate_rows(rows, z, mu, logvar, dataset_size, estimator,
+                                             marginal_estimator)
   else:
     num_blocks = -(-batch_size // block)
     padded = num_blocks * block
@@ -267,7 +294,7 @@ def kl_decomposition(
 
     @jax.checkpoint
     def one_block(args):
-      return _aggregate_rows(*args, mu, logvar, dataset_size, estimator)
+      return _aggregate_rows(*args, mu, logvar, dataset_size, estimator, marginal_estimator)
 
     log_q_z, log_prod_q_zj = jax.lax.map(
         one_block, (rows_p.reshape(num_blocks, block), z_p.reshape(num_blocks, block, latent_dim)))

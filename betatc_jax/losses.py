@@ -15,8 +15,11 @@ import jax.numpy as jnp
 
 from betatc_jax import estimators
 
-Likelihood = Literal["bernoulli", "gaussian"]
-LIKELIHOODS: tuple[str, ...] = ("bernoulli", "gaussian")
+Likelihood = Literal["bernoulli", "clamped_bernoulli", "gaussian"]
+LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli", "gaussian")
+# Likelihoods whose decoder outputs logits.
+LOGIT_LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli")
+CLAMP_EPS = 1e-8     # the official code's eps (lib/dist.py)
 
 
 def linear_anneal(step: jax.Array | int, anneal_steps: jax.Array | int) -> jax.Array:
@@ -46,8 +49,14 @@ def reconstruction_nll(
     x: jax.Array, decoder_out: jax.Array, likelihood: Likelihood) -> jax.Array:
   """Per-sample −log p(x|z) (up to constants for the Gaussian).
 
-  * ``"bernoulli"``: ``decoder_out`` are logits and x ∈ [0, 1];
-    −log p = Σ_pixels BCE(logits, x).
+  * ``"bernoulli"``: ``decoder_out`` are logits l and x ∈ [0, 1];
+    −log p = Σ_pixels BCE(l, x), exact: softplus(l) − x·l.
+  * ``"clamped_bernoulli"``: the official β-TCVAE code's Bernoulli
+    (rtqichen/beta-tcvae, ``lib/dist.py``, ``Bernoulli.log_density``), in its
+    float32 arithmetic: p = (σ(l) + ε)(1 − 2ε), ε = 1e-8, and
+    −log p = −Σ_pixels [x log(p + ε) + (1 − x) log(1 − p + ε)]. It equals
+    the exact BCE to float32 rounding while σ(l) is away from 0 and 1, and
+    caps a pixel's loss at −log ε ≈ 18.4 nats (with no gradient) beyond.
   * ``"gaussian"``: ``decoder_out`` is the mean image;
     −log p = Σ_pixels (out − x)², the seed's summed MSE (its batch sum / B
     is the mean of this over the batch).
@@ -55,7 +64,7 @@ def reconstruction_nll(
   Args:
     x: [B, H, W, C] float targets.
     decoder_out: [B, H, W, C], logits or means.
-    likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    likelihood: one of ``LIKELIHOODS``.
 
   Returns:
     [B] per-sample negative log-likelihoods.
@@ -64,6 +73,9 @@ def reconstruction_nll(
   if likelihood == "bernoulli":
     # BCE(l, x) = softplus(l) − x·l, the stable form of −x log σ(l) − (1−x) log σ(−l).
     per_pixel = jax.nn.softplus(decoder_out) - x * decoder_out
+  elif likelihood == "clamped_bernoulli":
+    p = (jax.nn.sigmoid(decoder_out) + CLAMP_EPS) * (1.0 - 2.0 * CLAMP_EPS)
+    per_pixel = -(x * jnp.log(p + CLAMP_EPS) + (1.0 - x) * jnp.log(1.0 - p + CLAMP_EPS))
   elif likelihood == "gaussian":
     per_pixel = jnp.square(decoder_out - x)
   else:
@@ -80,7 +92,10 @@ class ObjectiveWeights(NamedTuple):
   Attributes:
     mi, tc, dim_kl, kl: float32 weights of the four KL terms.
     anneal_steps: int32 warm-up length of dim_kl (0: none).
-    estimator: int32 ``estimators.estimator_code`` of the decomposition.
+    estimator: int32 ``estimators.estimator_code`` of the decomposition
+      (of log q(z)).
+    marginal_estimator: int32 code of the estimator of each log q(z_j)
+      (the same as ``estimator`` for a named estimator).
     critic_tc: float32 weight of a discriminator's TC estimate (FactorVAE's γ).
     dip_od, dip_d: float32 DIP-VAE weights of the off-diagonal and diagonal
       covariance penalty.
@@ -95,6 +110,7 @@ class ObjectiveWeights(NamedTuple):
   kl: jax.Array
   anneal_steps: jax.Array
   estimator: jax.Array
+  marginal_estimator: jax.Array
   critic_tc: jax.Array
   dip_od: jax.Array
   dip_d: jax.Array
@@ -112,7 +128,8 @@ CRITIC_OBJECTIVES: tuple[str, ...] = ("factorvae",)
 
 def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0,
                       anneal_steps: int = 0, estimator: str = "mss",
-                      factorvae_gamma: float = 10.0, dip_lambda_od: float = 1.0,
+                      marginal_estimator: str | None = None, factorvae_gamma: float = 10.0,
+                      dip_lambda_od: float = 1.0,
                       dip_lambda_d: float | None = None, capacity_gamma: float = 1000.0,
                       capacity_max: float = 25.0, capacity_steps: int = 100_000
                       ) -> ObjectiveWeights:
@@ -129,7 +146,8 @@ def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma
   * ``"annealed_vae"`` (Burgess et al., 2018): γ·|KL − C(step)|.
 
   For every objective but β-TCVAE the decomposition is computed for
-  monitoring only (weight 0).
+  monitoring only (weight 0). ``marginal_estimator`` (None: ``estimator``)
+  estimates each log q(z_j) (``estimators.kl_decomposition``).
 
   Raises:
     ValueError: an unknown objective or estimator, or a negative weight.
@@ -163,6 +181,8 @@ def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma
   return ObjectiveWeights(
       mi=f32(w["mi"]), tc=f32(w["tc"]), dim_kl=f32(w["dim_kl"]), kl=f32(w["kl"]),
       anneal_steps=i32(anneal_steps), estimator=i32(estimators.estimator_code(estimator)),
+      marginal_estimator=i32(estimators.estimator_code(
+          estimator if marginal_estimator is None else marginal_estimator)),
       critic_tc=f32(w["critic_tc"]), dip_od=f32(w["dip_od"]), dip_d=f32(w["dip_d"]),
       dip_variance=f32(w["dip_variance"]), capacity_gamma=f32(w["capacity_gamma"]),
       capacity_max=f32(w["capacity_max"]), capacity_steps=i32(capacity_steps))
@@ -203,14 +223,15 @@ def capacity_at(step: jax.Array | int, capacity_max: jax.Array | float,
 
 
 def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, likelihood,
-                  w_mi, w_tc, w_dim_kl, w_kl, anneal, extra=None
+                  w_mi, w_tc, w_dim_kl, w_kl, anneal, extra=None, marginal_estimator=None
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl (+ the
   ``extra(kl) -> (weighted terms, their metrics)``), and its terms."""
   chex.assert_rank([mu, logvar, z], 2)
   chex.assert_equal_shape([mu, logvar, z])
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
-  terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator)
+  terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator,
+                                      marginal_estimator=marginal_estimator)
   kl = jnp.mean(estimators.gaussian_kl_to_standard_normal(mu, logvar))
   anneal = jnp.asarray(anneal, jnp.float32)
   loss = recon + w_mi * terms["mi"] + w_tc * terms["tc"] + w_dim_kl * anneal * terms["dim_kl"]
@@ -255,7 +276,7 @@ def weighted_objective(
     step: the 0-based update index (for the warm-up and the capacity).
     weights: scalar ``ObjectiveWeights``.
     dataset_size: N, the size of the training set.
-    likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    likelihood: one of ``LIKELIHOODS``.
     critic_tc: a discriminator's TC estimate of z (``critic.density_ratio_tc``),
       differentiable in z; 0 without a discriminator.
 
@@ -274,7 +295,8 @@ def weighted_objective(
   return _weighted_sum(
       x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=weights.estimator,
       likelihood=likelihood, w_mi=weights.mi, w_tc=weights.tc, w_dim_kl=weights.dim_kl,
-      w_kl=weights.kl, anneal=linear_anneal(step, weights.anneal_steps), extra=extra)
+      w_kl=weights.kl, anneal=linear_anneal(step, weights.anneal_steps), extra=extra,
+      marginal_estimator=weights.marginal_estimator)
 
 
 def betatc_objective(
@@ -291,6 +313,7 @@ def betatc_objective(
     gamma: float = 1.0,
     estimator: estimators.Estimator = "mss",
     likelihood: Likelihood = "bernoulli",
+    marginal_estimator: estimators.Estimator | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """β-TCVAE loss: −E log p(x|z) + α·mi + β·tc + γ·anneal·dim_kl.
 
@@ -306,7 +329,8 @@ def betatc_objective(
     anneal: scalar weight of the dimension-wise KL.
     alpha, beta, gamma: weights of mi, tc and dim_kl.
     estimator: see ``estimators.kl_decomposition``.
-    likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    likelihood: one of ``LIKELIHOODS``.
+    marginal_estimator: the estimator of each log q(z_j); None: ``estimator``.
 
   Returns:
     (loss, metrics). ``metrics`` holds ``loss``, ``recon`` (−E log p(x|z)),
@@ -315,7 +339,8 @@ def betatc_objective(
   """
   return _weighted_sum(
       x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=estimator,
-      likelihood=likelihood, w_mi=alpha, w_tc=beta, w_dim_kl=gamma, w_kl=0.0, anneal=anneal)
+      likelihood=likelihood, w_mi=alpha, w_tc=beta, w_dim_kl=gamma, w_kl=0.0, anneal=anneal,
+      marginal_estimator=marginal_estimator)
 
 
 def beta_vae_objective(
@@ -339,7 +364,7 @@ def beta_vae_objective(
   Args:
     x: [B, H, W, C]; decoder_out: [B, H, W, C]; mu, logvar: [B, D].
     beta: weight of the analytic KL.
-    likelihood: ``"bernoulli"`` or ``"gaussian"``.
+    likelihood: one of ``LIKELIHOODS``.
     z: optional [B, D] samples, for the monitoring decomposition.
     dataset_size: N, required with ``z``.
     estimator: estimator of the monitoring decomposition.

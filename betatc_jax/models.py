@@ -1,6 +1,9 @@
 """Flax linen VAEs: the seed's conv net, the paper's MLP and the paper's conv net.
 
-Images are NHWC floats. Every encoder returns ``(mu, logvar)``, each [B, D];
+Images are NHWC floats. Every encoder's last layer has 2·D outputs, read as
+``(mu, s)`` (first and second half), each [B, D]; ``VAE.encode`` turns s into
+the log variance: s itself (``posterior_scale="log_var"``, the default) or
+2·s (``"log_sigma"``, the official β-TCVAE code's (μ, log σ) head);
 every decoder maps z: [B, D] to an image-shaped output: logits for a
 Bernoulli likelihood, or (``output_activation="tanh"``, the seed) a mean in
 [−1, 1] for a Gaussian one.
@@ -18,11 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d, Dense
+from betatc_jax.losses import LOGIT_LIKELIHOODS
 
 Arch = Literal["seed_conv", "mlp", "conv"]
 ARCHS: tuple[str, ...] = ("seed_conv", "mlp", "conv")
 OUTPUT_ACTIVATIONS: tuple[str, ...] = ("none", "tanh")
 PARAM_INITS: tuple[str, ...] = ("flax", "torch")
+POSTERIOR_SCALES: tuple[str, ...] = ("log_var", "log_sigma")
 
 
 class SeedConvEncoder(nn.Module):
@@ -158,6 +163,10 @@ class VAE(nn.Module):
     param_init: the initial values ``train_lib.init_params`` draws:
       ``"flax"`` (lecun_normal kernels, zero biases) or ``"torch"``
       (PyTorch's defaults, ``torch_default_init``).
+    posterior_scale: what the encoder's second half of outputs s is:
+      ``"log_var"`` (logvar = s) or ``"log_sigma"`` (logvar = 2·s, the
+      official code's head). The same model family; the gradient reaching
+      s, and so Adam's steps, differ.
   """
   arch: Arch = "mlp"
   latent_dim: int = 10
@@ -166,10 +175,12 @@ class VAE(nn.Module):
   hidden_dims: tuple[int, ...] = (32, 32, 32, 32)
   conv_impl: ConvImpl = "auto"
   param_init: str = "flax"
+  posterior_scale: str = "log_var"
 
   def setup(self):
     validate_model_settings(self.arch, self.latent_dim, self.image_shape,
-                            self.output_activation, self.conv_impl, self.param_init)
+                            self.output_activation, self.conv_impl, self.param_init,
+                            self.posterior_scale)
     channels = self.image_shape[-1]
     if self.arch == "seed_conv":
       self.encoder = SeedConvEncoder(self.latent_dim, self.hidden_dims, self.conv_impl)
@@ -187,7 +198,8 @@ class VAE(nn.Module):
       raise ValueError(
           f"Expected images of shape [B, {', '.join(map(str, self.image_shape))}] "
           f"(NHWC), got {tuple(x.shape)}.")
-    return self.encoder(x)
+    mu, scale = self.encoder(x)
+    return mu, 2.0 * scale if self.posterior_scale == "log_sigma" else scale
 
   def decode(self, z: jax.Array) -> jax.Array:
     """z: [B, D] -> [B, H, W, C] decoder output (logits, or the tanh mean)."""
@@ -215,7 +227,7 @@ class VAE(nn.Module):
 
 def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[int],
                             output_activation: str, conv_impl: str = "auto",
-                            param_init: str = "flax") -> None:
+                            param_init: str = "flax", posterior_scale: str = "log_var") -> None:
   """Raises ValueError for settings no model can be built from."""
   if arch not in ARCHS:
     raise ValueError(f"Unknown model arch {arch!r}; expected one of {ARCHS}.")
@@ -232,6 +244,9 @@ def validate_model_settings(arch: str, latent_dim: int, image_shape: Sequence[in
     raise ValueError(f"Unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}.")
   if param_init not in PARAM_INITS:
     raise ValueError(f"Unknown param_init {param_init!r}; expected one of {PARAM_INITS}.")
+  if posterior_scale not in POSTERIOR_SCALES:
+    raise ValueError(f"Unknown posterior_scale {posterior_scale!r}; "
+                     f"expected one of {POSTERIOR_SCALES}.")
 
 
 def torch_default_init(params, key: jax.Array):
@@ -269,6 +284,6 @@ def torch_default_init(params, key: jax.Array):
 
 
 def mean_image(decoder_out: jax.Array, likelihood: str) -> jax.Array:
-  """The image a decoder output stands for: sigmoid(logits) for Bernoulli,
-  the output itself for Gaussian."""
-  return jax.nn.sigmoid(decoder_out) if likelihood == "bernoulli" else decoder_out
+  """The image a decoder output stands for: sigmoid(logits) for the Bernoulli
+  likelihoods, the output itself for Gaussian."""
+  return jax.nn.sigmoid(decoder_out) if likelihood in LOGIT_LIKELIHOODS else decoder_out

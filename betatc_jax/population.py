@@ -58,7 +58,8 @@ MEMBER_AXIS = "member"
 DATA_AXIS = "data"
 MEMBER_KEYS = ("seed", "learning_rate", "lr_schedule", "lr_decay", "objective.name",
                "objective.alpha", "objective.beta", "objective.gamma", "objective.anneal_steps",
-               "objective.estimator", "objective.factorvae_gamma", "objective.dip_lambda_od",
+               "objective.estimator", "objective.marginal_estimator",
+               "objective.factorvae_gamma", "objective.dip_lambda_od",
                "objective.dip_lambda_d_factor", "objective.capacity_gamma",
                "objective.capacity_max", "objective.capacity_steps")
 _NAME = re.compile(r"^[A-Za-z0-9_.=-]+$")

@@ -95,6 +95,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       (obj.name in OBJECTIVES, f"objective.name must be one of {OBJECTIVES}, got {obj.name!r}"),
       (obj.estimator in estimators.ESTIMATORS,
        f"objective.estimator must be one of {estimators.ESTIMATORS}, got {obj.estimator!r}"),
+      (obj.marginal_estimator in ("",) + estimators.ESTIMATORS,
+       f"objective.marginal_estimator must be '' (the estimator's own) or one of "
+       f"{estimators.ESTIMATORS}, got {obj.marginal_estimator!r}"),
       (obj.likelihood in losses.LIKELIHOODS,
        f"objective.likelihood must be one of {losses.LIKELIHOODS}, got {obj.likelihood!r}"),
       (obj.beta >= 0, f"objective.beta must be >= 0, got {obj.beta}"),
@@ -121,8 +124,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f"model.conv_impl must be one of {layers.CONV_IMPLS}, got {model.conv_impl!r}"),
       (model.param_init in models.PARAM_INITS,
        f"model.param_init must be one of {models.PARAM_INITS}, got {model.param_init!r}"),
+      (model.posterior_scale in models.POSTERIOR_SCALES,
+       f"model.posterior_scale must be one of {models.POSTERIOR_SCALES}, "
+       f"got {model.posterior_scale!r}"),
       (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
-      (config.batch_size >= 2 or obj.estimator == "mws",
+      (config.batch_size >= 2 or {obj.estimator, obj.marginal_estimator or "mws"} == {"mws"},
        f"batch_size must be >= 2 for the {obj.estimator!r} estimator, got {config.batch_size}"),
       (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
       (config.lr_schedule in LR_SCHEDULES,
@@ -133,7 +139,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       (config.checkpoint_every_steps >= 1,
        f"checkpoint_every_steps must be >= 1, got {config.checkpoint_every_steps}"),
       (config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}"),
-      (not (obj.likelihood == "bernoulli" and model.output_activation == "tanh"),
+      (not (obj.likelihood in losses.LOGIT_LIKELIHOODS and model.output_activation == "tanh"),
        "a Bernoulli likelihood needs logits: use model.output_activation='none'"),
   ]
   errors = [message for ok, message in checks if not ok]
@@ -201,7 +207,8 @@ def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, int, i
   return models.VAE(arch=config.model.arch, latent_dim=config.model.latent_dim,
                     image_shape=tuple(image_shape),
                     output_activation=config.model.output_activation,
-                    conv_impl=config.model.conv_impl, param_init=config.model.param_init)
+                    conv_impl=config.model.conv_impl, param_init=config.model.param_init,
+                    posterior_scale=config.model.posterior_scale)
 
 
 def make_objective(config: ml_collections.ConfigDict, dataset_size: int) -> Callable:
@@ -216,7 +223,7 @@ def objective_weights(config: ml_collections.ConfigDict) -> losses.ObjectiveWeig
   return losses.objective_weights(
       obj.name, alpha=obj.alpha, beta=obj.beta, gamma=obj.gamma,
       anneal_steps=obj.anneal_steps, estimator=obj.estimator,
-      factorvae_gamma=obj.factorvae_gamma, dip_lambda_od=obj.dip_lambda_od,
+      marginal_estimator=obj.marginal_estimator or None, factorvae_gamma=obj.factorvae_gamma, dip_lambda_od=obj.dip_lambda_od,
       dip_lambda_d=obj.dip_lambda_d_factor * obj.dip_lambda_od,
       capacity_gamma=obj.capacity_gamma, capacity_max=obj.capacity_max,
       capacity_steps=obj.capacity_steps)

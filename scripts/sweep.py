@@ -33,7 +33,11 @@ metrics unless ``--skip_other_metrics``), then writes into ``--out``:
 Methods (``--methods``) and their hyperparameter grids (``METHODS``; ``--betas``
 for the β methods, ``--values METHOD=...`` for any): ``beta_vae``,
 ``betatc_vae`` (MSS), ``betatc_vae_mws`` (the official code's estimator),
-``factorvae`` (γ), ``dip_vae_i`` and ``dip_vae_ii`` (λ_od; λ_d = 10·λ_od and
+``betatc_official`` (the official code's training: MWS, PyTorch's init, a
+(μ, log σ) head, its clamped Bernoulli; a population of its own in
+ROOT/betatc_official), ``betatc_vae_mss_alpha`` (MSS with α = β: MI weighted
+as TC), ``betatc_vae_mss_mws`` and ``betatc_vae_mws_mss`` (log q(z) from the
+first estimator, each log q(z_j) from the second), ``factorvae`` (γ), ``dip_vae_i`` and ``dip_vae_ii`` (λ_od; λ_d = 10·λ_od and
 λ_od), ``annealed_vae`` (C_max, reached after ``--capacity_steps``).
 
 Resumable: ROOT is the population's workdir (one checkpoint for all runs);
@@ -73,7 +77,10 @@ sys.path.insert(0, str(ROOT))
 class Method(NamedTuple):
   """A method of the sweep: its objective, estimator, main hyperparameter
   (the config key, the short name used in run names and the plot label), its
-  default grid (disentanglement_lib's for the baselines) and fixed overrides."""
+  default grid (disentanglement_lib's for the baselines), fixed overrides,
+  and keys ``tied`` to the hyperparameter (set to the same value). A fixed
+  key outside ``population.MEMBER_KEYS`` (the model's head, the likelihood)
+  makes the method's runs a population of their own, in ROOT/<method>."""
   objective: str
   estimator: str
   key: str
@@ -82,6 +89,13 @@ class Method(NamedTuple):
   label: str
   grid: tuple[float, ...]
   fixed: tuple[tuple[str, Any], ...] = ()
+  tied: tuple[str, ...] = ()
+
+
+# The official code's training (rtqichen/beta-tcvae, vae_quant.py --tcvae):
+# configs/dsprites_paper.py, whose docstring lists each detail.
+OFFICIAL = (("model.param_init", "torch"), ("model.posterior_scale", "log_sigma"),
+            ("objective.likelihood", "clamped_bernoulli"))
 
 
 BETAS = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0)
@@ -90,6 +104,16 @@ METHODS = {
     "betatc_vae": Method("betatc", "mss", "objective.beta", "beta", "β", "β-TCVAE (MSS)", BETAS),
     "betatc_vae_mws": Method("betatc", "mws", "objective.beta", "beta", "β", "β-TCVAE (MWS)",
                              BETAS),
+    "betatc_official": Method("betatc", "mws", "objective.beta", "beta", "β",
+                              "β-TCVAE (official)", BETAS, OFFICIAL),
+    "betatc_vae_mss_alpha": Method("betatc", "mss", "objective.beta", "beta", "β",
+                                   "β-TCVAE (MSS, α=β)", BETAS, tied=("objective.alpha",)),
+    "betatc_vae_mss_mws": Method("betatc", "mss", "objective.beta", "beta", "β",
+                                 "β-TCVAE (q(z) MSS, q(z_j) MWS)", BETAS,
+                                 (("objective.marginal_estimator", "mws"),)),
+    "betatc_vae_mws_mss": Method("betatc", "mws", "objective.beta", "beta", "β",
+                                 "β-TCVAE (q(z) MWS, q(z_j) MSS)", BETAS,
+                                 (("objective.marginal_estimator", "mss"),)),
     "factorvae": Method("factorvae", "mss", "objective.factorvae_gamma", "gamma", "γ",
                         "FactorVAE", (10.0, 20.0, 30.0, 40.0, 50.0, 100.0)),
     "dip_vae_i": Method("dip_vae_i", "mss", "objective.dip_lambda_od", "lambda", "λ_od",
@@ -120,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--eval_steps", type=ints, default=[250],
                       help="earlier steps to evaluate each run at too (the MIG-vs-steps curves)")
   parser.add_argument("--betas", type=floats, default=list(BETAS),
-                      help="the grid of the β methods (beta_vae, betatc_vae, betatc_vae_mws)")
+                      help="the grid of the β methods (beta_vae and every betatc_*)")
   parser.add_argument("--values", action="append", default=[], metavar="METHOD=V1,V2,...",
                       help="the grid of one method's hyperparameter (repeatable; default: "
                            "disentanglement_lib's grid, see METHODS)")
@@ -190,7 +214,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 SWEEP_KEYS = ("seed", "objective.name", "objective.estimator", "batch_size", "learning_rate",
               "num_train_steps", "dataset.subsample", "eval.num_samples",
               "objective.capacity_steps", *{m.key for m in METHODS.values()},
-              *{k for m in METHODS.values() for k, _ in m.fixed})
+              *{k for m in METHODS.values() for k, _ in m.fixed},
+              *{k for m in METHODS.values() for k in m.tied})
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -210,9 +235,17 @@ def run_name(method: str, value: float, seed: int) -> str:
   return f"{method}_{METHODS[method].param}{value:g}_seed{seed}"
 
 
-def base_config(args: argparse.Namespace, steps: int):
+def static_settings(method: str) -> dict[str, Any]:
+  """The method's fixed keys that its population shares (outside
+  ``population.MEMBER_KEYS``)."""
+  from betatc_jax import population
+  return {k: v for k, v in METHODS[method].fixed if k not in population.MEMBER_KEYS}
+
+
+def base_config(args: argparse.Namespace, steps: int, method: str | None = None):
   """What every run of the sweep shares: the paper's MLP, Bernoulli, the data,
-  and the ``--set`` keys.
+  and the ``--set`` keys; with ``method``, also its population's
+  ``static_settings``.
 
   Raises:
     ValueError: an unknown ``--set`` key, a value of the wrong type, or an
@@ -238,6 +271,8 @@ def base_config(args: argparse.Namespace, steps: int):
       train_lib.set_config_key(config, key, value)
     except ValueError as e:
       raise ValueError(f"--set {e}") from None
+  for key, value in (static_settings(method) if method else {}).items():
+    train_lib.set_config_key(config, key, value)
   train_lib.validate_config(config)
   return config
 
@@ -250,10 +285,13 @@ def grid(args: argparse.Namespace) -> list[tuple[str, float, int]]:
 
 def population_root(args: argparse.Namespace, method: str) -> pathlib.Path:
   """Methods with a discriminator (FactorVAE) train as a second population
-  in ROOT/critic: their train states differ from the others'."""
+  in ROOT/critic: their train states differ from the others'. A method with
+  ``static_settings`` trains in ROOT/<method>."""
   from betatc_jax import losses
   root = pathlib.Path(args.root)
-  return root / "critic" if METHODS[method].objective in losses.CRITIC_OBJECTIVES else root
+  if METHODS[method].objective in losses.CRITIC_OBJECTIVES:
+    return root / "critic"
+  return root / method if static_settings(method) else root
 
 
 def run_dir(args: argparse.Namespace, method: str, value: float, seed: int) -> pathlib.Path:
@@ -266,8 +304,10 @@ def members(args: argparse.Namespace) -> dict[pathlib.Path, list]:
   out: dict[pathlib.Path, list] = {}
   for method, value, seed in grid(args):
     m = METHODS[method]
+    statics = static_settings(method)
     overrides = {"seed": seed, "objective.name": m.objective, "objective.estimator": m.estimator,
-                 m.key: value, **dict(m.fixed)}
+                 m.key: value, **{k: value for k in m.tied},
+                 **{k: v for k, v in m.fixed if k not in statics}}
     if m.objective == "annealed_vae":
       overrides["objective.capacity_steps"] = args.capacity_steps
     out.setdefault(population_root(args, method), []).append(
@@ -294,6 +334,8 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
                          run_of: dict, dataset) -> None:
   from betatc_jax import population
 
+  method = run_of[runs[0].name][0]          # the population's static settings are its methods'
+
   milestones = sorted(set(args.eval_steps) | {args.steps})
   timing_path = root / "timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
@@ -306,7 +348,7 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
       print(f"  population already past step {step} (checkpoint {current}); not evaluated there",
             flush=True)
       continue
-    config = base_config(args, step)
+    config = base_config(args, step, method)
     t0 = time.perf_counter()
     states, keys = population.train_population(config, runs, root, dataset=dataset,
                                                data_on_device=not args.host_data)
@@ -385,6 +427,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
 
 LABELS = {name: m.label for name, m in METHODS.items()}
 BETA_METHODS = [name for name, m in METHODS.items() if m.param == "beta"]
+COLORS = [f"C{i}" for i in range(10)]
 
 
 def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> None:
@@ -394,7 +437,7 @@ def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) ->
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  for color, method in zip(("C0", "C1", "C2"), BETA_METHODS):
+  for color, method in zip(COLORS, BETA_METHODS):
     label = LABELS[method]
     keys = [k for k in summary if k[0] == method]
     if not keys:
@@ -457,7 +500,7 @@ def plot_tc_vs_mig(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(5, 3.8))
-  for color, method in zip(("C0", "C1", "C2"), BETA_METHODS):
+  for color, method in zip(COLORS, BETA_METHODS):
     runs = [r for r in rows if r["method"] == method]
     if runs:
       ax.scatter([r["mig"] for r in runs], [r["tc"] for r in runs],

@@ -140,3 +140,34 @@ def test_baseline_methods_sweep(tmp_path):
   for label in ("FactorVAE", "DIP-VAE-II", "AnnealedVAE", "γ = 20", "C_max = 5"):
     assert label in summary, label
   assert (tmp_path / "out" / "methods.png").stat().st_size > 1000
+
+
+def test_mechanism_methods_configure_their_runs(tmp_path):
+  """The official mode trains as a population of its own with the official
+  code's model head, init and likelihood; α = β is tied to the grid; the
+  mixtures set each estimator; the member configs are what train.py runs."""
+  from betatc_jax import population
+  sweep = load_sweep()
+  args = sweep.parse_args(["--steps", "4", "--eval_steps", "", "--betas", "3,6", "--seeds", "0",
+                           "--methods", "betatc_official,betatc_vae_mss_alpha,"
+                           "betatc_vae_mss_mws,betatc_vae_mws_mss",
+                           "--batch_size", "32", "--root", str(tmp_path)])
+  groups = sweep.members(args)
+  assert sorted(groups) == [tmp_path, tmp_path / "betatc_official"]
+  official = sweep.base_config(args, 4, "betatc_official")
+  assert (official.model.param_init, official.model.posterior_scale,
+          official.objective.likelihood) == ("torch", "log_sigma", "clamped_bernoulli")
+  assert sweep.base_config(args, 4).objective.likelihood == "bernoulli"
+  configs = {}
+  for root, runs in groups.items():
+    base = sweep.base_config(args, 4, "betatc_official" if root.name == "betatc_official" else None)
+    for config, member in zip(population.validate_population(base, runs), runs):
+      configs[member.name] = config
+  assert configs["betatc_official_beta6_seed0"].objective.estimator == "mws"
+  for beta in (3, 6):
+    alpha = configs[f"betatc_vae_mss_alpha_beta{beta}_seed0"].objective
+    assert (alpha.estimator, alpha.alpha, alpha.beta) == ("mss", beta, beta)
+  mixed = configs["betatc_vae_mss_mws_beta6_seed0"].objective
+  assert (mixed.estimator, mixed.marginal_estimator, mixed.alpha) == ("mss", "mws", 1.0)
+  mixed = configs["betatc_vae_mws_mss_beta6_seed0"].objective
+  assert (mixed.estimator, mixed.marginal_estimator) == ("mws", "mss")
