@@ -1,4 +1,7 @@
-"""Load PyTorch-VAE (seed) BetaTCVAE weights into ``models.VAE(arch="seed_conv")``.
+"""Load PyTorch weights into our models: AntixK PyTorch-VAE's ``BetaTCVAE``
+into ``models.VAE(arch="seed_conv")``, and the official β-TCVAE code's MLP
+``VAE`` (rtqichen/beta-tcvae, ``vae_quant.py``) into ``models.VAE(arch="mlp",
+posterior_scale="log_sigma")``.
 
 PyTorch is NCHW and stores conv kernels [out, in, kh, kw], transposed-conv
 kernels [in, out, kh, kw] and linear weights [out, in]; our models are NHWC
@@ -38,33 +41,69 @@ _SEED_LAYERS = ("encoder.", "fc.", "fc_mu.", "fc_var.", "decoder_input.", "decod
                 "final_layer.0.", "final_layer.2.")
 
 
-def unexpected_keys(state_dict: Mapping[str, Any]) -> list[str]:
+_OFFICIAL_MLP_LAYERS = ("encoder.fc1.", "encoder.fc2.", "encoder.fc3.", "decoder.net.")
+# Defined by the official code but not part of the MLP model: an encoder layer
+# its forward pass never calls, and the N(0, I) prior's constant buffer.
+_OFFICIAL_UNUSED = ("encoder.conv_z.weight", "encoder.conv_z.bias", "prior_params")
+
+
+def unexpected_keys(state_dict: Mapping[str, Any], arch: str = "seed_conv") -> list[str]:
   """The keys of ``state_dict`` that ``params_from_torch_state_dict`` does not
   read (with their ``model.`` prefix, if any), sorted."""
+  if arch == "mlp":
+    return sorted(k for k in state_dict if k not in _OFFICIAL_UNUSED and not (
+        k.startswith(_OFFICIAL_MLP_LAYERS) and k.endswith((".weight", ".bias"))))
   return sorted(k for k in state_dict
                 if not (k.removeprefix("model.").startswith(_SEED_LAYERS)
                         and k.endswith((".weight", ".bias"))))
 
 
+def _official_mlp(sd: Mapping[str, Any]) -> dict[str, Any]:
+  """The official MLP VAE's weights (``MLPEncoder`` fc1-fc3, ``MLPDecoder``
+  net.0/2/4/6). Its fc3 interleaves (μ_d, log σ_d) per latent; our ``fc_out``
+  has the μ's then the log σ's, so its rows are reordered: the same units,
+  and (Adam being elementwise) the same training."""
+  required = ("encoder.fc1.weight", "encoder.fc2.weight", "encoder.fc3.weight",
+              *(f"decoder.net.{i}.weight" for i in (0, 2, 4, 6)))
+  missing = [k for k in required if k not in sd]
+  if missing:
+    raise ValueError(f"Not an official beta-tcvae MLP VAE state dict: missing {missing}.")
+  if "prior_params" in sd and np.any(_np(sd["prior_params"]) != 0):
+    raise ValueError("The state dict's prior_params are not zero: only the N(0, I) prior "
+                     "of the official code's shapes/faces runs is supported.")
+  fc_out = _dense(sd, "encoder.fc3")
+  order = np.concatenate([np.arange(0, fc_out["bias"].size, 2), np.arange(1, fc_out["bias"].size, 2)])
+  fc_out = {"kernel": fc_out["kernel"][:, order], "bias": fc_out["bias"][order]}
+  encoder = {"fc_0": _dense(sd, "encoder.fc1"), "fc_1": _dense(sd, "encoder.fc2"), "fc_out": fc_out}
+  decoder = {name: _dense(sd, f"decoder.net.{i}")
+             for name, i in (("fc_0", 0), ("fc_1", 2), ("fc_2", 4), ("fc_out", 6))}
+  return {"encoder": encoder, "decoder": decoder}
+
+
 def params_from_torch_state_dict(state_dict: Mapping[str, Any],
                                  arch: str = "seed_conv") -> dict[str, Any]:
-  """Converts a seed ``BetaTCVAE.state_dict()`` to flax params.
+  """Converts a PyTorch state dict to flax params.
 
   Args:
-    state_dict: name -> tensor (torch tensors or numpy arrays), as saved by
-      PyTorch-VAE's ``BetaTCVAE`` (any ``hidden_dims``, 64×64 inputs).
-    arch: only ``"seed_conv"`` is supported.
+    state_dict: name -> tensor (torch tensors or numpy arrays).
+    arch: ``"seed_conv"``: PyTorch-VAE's ``BetaTCVAE`` (any ``hidden_dims``,
+      64×64 inputs), for ``VAE(arch="seed_conv", hidden_dims=...,
+      image_shape=(64, 64, C))``. ``"mlp"``: the official β-TCVAE code's MLP
+      ``VAE`` (its ``state_dict``, e.g. ``torch.load(checkpoint)["state_dict"]``),
+      for ``VAE(arch="mlp", image_shape=(64, 64, 1), posterior_scale="log_sigma")``.
 
   Returns:
     ``{"encoder": ..., "decoder": ...}``, to use as
-    ``model.apply({"params": params}, ...)`` with
-    ``VAE(arch="seed_conv", hidden_dims=..., image_shape=(64, 64, C))``.
+    ``model.apply({"params": params}, ...)``.
 
   Raises:
-    ValueError: for another arch, or a state dict that is not the seed's.
+    ValueError: for another arch, or a state dict that is not of ``arch``.
   """
+  if arch == "mlp":
+    return _official_mlp(state_dict)
   if arch != "seed_conv":
-    raise ValueError(f"params_from_torch_state_dict supports arch='seed_conv' only, got {arch!r}.")
+    raise ValueError(f"params_from_torch_state_dict supports arch='seed_conv' (PyTorch-VAE) and "
+                     f"'mlp' (the official beta-tcvae code), got {arch!r}.")
   sd = {k.removeprefix("model."): v for k, v in state_dict.items()}
   required = ("encoder.0.0.weight", "fc.weight", "fc_mu.weight", "fc_var.weight",
               "decoder_input.weight", "final_layer.0.weight", "final_layer.2.weight")

@@ -301,9 +301,57 @@ def learning_rate_at(state: TrainState) -> jax.Array:
   return state.learning_rate * state.lr_decay ** (state.step // state.steps_per_epoch)
 
 
+def step_inputs(state: TrainState, batch: jax.Array, key: jax.Array
+                ) -> tuple[jax.Array, jax.Array]:
+  """The images and key of the update ``state.step``: (x, step_key).
+
+  Args:
+    state: the train state.
+    batch: uint8 [B, H, W, C] images in [0, 255].
+    key: the run's base key.
+
+  Returns:
+    x: float32 [B, H, W, C] in [0, 1] (flipped when ``state.random_flip``,
+    from ``fold_in(step_key, 1)``); step_key = ``fold_in(key, state.step)``,
+    which draws the posterior noise.
+  """
+  x = batch.astype(jnp.float32) / 255.0
+  step_key = jax.random.fold_in(key, state.step)
+  if state.random_flip:
+    x = random_flip(x, jax.random.fold_in(step_key, 1))
+  return x, step_key
+
+
+def loss_and_grads(state: TrainState, x: jax.Array, step_key: jax.Array
+                   ) -> tuple[dict[str, jax.Array], jax.Array, Any]:
+  """The objective at ``state.params`` and its gradients.
+
+  Args:
+    state: the train state.
+    x: float32 [B, H, W, C] images in [0, 1].
+    step_key: the key of the posterior noise (ε = normal(step_key, [B, D])).
+
+  Returns:
+    (metrics, z, grads): the objective's metrics (``loss`` among them), the
+    samples z [B, D] and d loss / d params.
+  """
+  def loss_fn(params):
+    decoder_out, mu, logvar, z = state.apply_fn({"params": params}, x, step_key)
+    critic_tc = 0.0
+    if state.critic_params is not None:
+      critic_tc = critic.density_ratio_tc(state.critic_apply({"params": state.critic_params}, z))
+    loss, metrics = state.objective(x, decoder_out, mu, logvar, z, state.step, state.weights,
+                                    critic_tc=critic_tc)
+    return loss, (metrics, z)
+
+  (_, (metrics, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return metrics, z, grads
+
+
 def train_step(state: TrainState, batch: jax.Array, key: jax.Array
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One update on the global batch.
+  """One update on the global batch: ``loss_and_grads`` on ``step_inputs``,
+  then Adam.
 
   Args:
     state: the train state (params, Adam state, step, hyperparameters).
@@ -316,21 +364,8 @@ def train_step(state: TrainState, batch: jax.Array, key: jax.Array
     (new state, metrics): the objective's metrics plus ``grad_norm`` and
     ``finite`` (1.0 when the loss and all gradients are finite).
   """
-  x = batch.astype(jnp.float32) / 255.0
-  step_key = jax.random.fold_in(key, state.step)
-  if state.random_flip:
-    x = random_flip(x, jax.random.fold_in(step_key, 1))
-
-  def loss_fn(params):
-    decoder_out, mu, logvar, z = state.apply_fn({"params": params}, x, step_key)
-    critic_tc = 0.0
-    if state.critic_params is not None:
-      critic_tc = critic.density_ratio_tc(state.critic_apply({"params": state.critic_params}, z))
-    loss, metrics = state.objective(x, decoder_out, mu, logvar, z, state.step, state.weights,
-                                    critic_tc=critic_tc)
-    return loss, (metrics, z)
-
-  (_, (metrics, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  x, step_key = step_inputs(state, batch, key)
+  metrics, z, grads = loss_and_grads(state, x, step_key)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   learning_rate = learning_rate_at(state)
   updates = jax.tree.map(lambda u: learning_rate * u, updates)

@@ -64,5 +64,8 @@ def test_seed_conv_forward_matches_torch():
 def test_state_dict_of_another_model_rejected():
   with pytest.raises(ValueError, match="Not a seed BetaTCVAE state dict"):
     torch_compat.params_from_torch_state_dict({"fc.weight": np.zeros((2, 2))})
-  with pytest.raises(ValueError, match="supports arch=.seed_conv. only"):
-    torch_compat.params_from_torch_state_dict({}, arch="mlp")
+  with pytest.raises(ValueError, match="supports arch=.seed_conv. .PyTorch-VAE. and .mlp."):
+    torch_compat.params_from_torch_state_dict({}, arch="conv")
+  with pytest.raises(ValueError, match="Not an official beta-tcvae MLP VAE"):
+    torch_compat.params_from_torch_state_dict({"encoder.fc1.weight": np.zeros((2, 2))},
+                                              arch="mlp")
