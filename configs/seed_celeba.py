@@ -4,7 +4,8 @@ Command (CelebA cannot be downloaded here; point it at your folder):
   python train.py --config configs/seed_celeba.py --workdir workdirs/celeba \
       --config.dataset.path=/data/celeba/img_align_celeba
 
-What it sets, as the seed does: the seed's conv net (seed_conv), tanh output
+What it sets, as the seed does: the seed's conv net (seed_conv) from
+PyTorch's default initialisation, tanh output
 and summed-MSE reconstruction (Gaussian), D=10, α=1, β=6, γ=1, 10,000
 warm-up steps of the dimension-wise KL, Adam 0.005 decayed ×0.95 per epoch
 (ExponentialLR stepped once an epoch), batch 64, 10 epochs, seed 1265, and

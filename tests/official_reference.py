@@ -2,8 +2,9 @@
 
 Follows rtqichen/beta-tcvae (Chen et al., 2018): ``vae_quant.py`` (``MLPEncoder``,
 ``MLPDecoder``, ``VAE.encode``/``decode``/``elbo``,
-``VAE._log_importance_weight_matrix``, ``logsumexp``, ``main``'s Adam and
-``obj.mean().mul(-1).backward()``) and ``lib/dist.py`` (``Normal`` with
+``VAE._log_importance_weight_matrix``, ``logsumexp``; ``main`` minimises
+``−obj.mean()`` with ``optim.Adam(lr=1e-3)``, as ``torch_training.adam_steps``
+does) and ``lib/dist.py`` (``Normal`` with
 parameters (μ, log σ) on the last axis, ``Bernoulli`` with its eps = 1e-8).
 
 What changed to run it today, and nothing else: no ``Variable``/``.cuda``;
@@ -16,7 +17,6 @@ The ``--mss`` weight matrix keeps its strides, bug included.
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -104,32 +104,3 @@ def logsumexp(value, dim):
   """vae_quant.py's ``logsumexp`` (keepdim=False)."""
   m, _ = torch.max(value, dim=dim, keepdim=True)
   return m.squeeze(dim) + torch.log(torch.sum(torch.exp(value - m), dim=dim))
-
-
-def train_steps(model, batches, eps, dataset_size, lr=1e-3):
-  """``main``'s loop body for each batch: zero_grad, −mean(obj) backward,
-  Adam step. Returns, per step, the state before it (parameters and Adam's
-  moments, name -> array, and Adam's step count), the loss and its terms,
-  the gradients, and the parameters and second moments after the update."""
-  optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-  arrays = lambda tensors: {k: t.detach().numpy().copy() for k, t in tensors.items()}
-  used = dict(model.named_parameters())
-  out = []
-  for t, (x, e) in enumerate(zip(batches, eps)):
-    state = [optimizer.state.get(p, {}) for p in used.values()]
-    before = {"params": arrays(used), "step": t,
-              "exp_avg": {k: s["exp_avg"].numpy().copy() if s else np.zeros(p.shape, np.float32)
-                          for (k, p), s in zip(used.items(), state)},
-              "exp_avg_sq": {k: s["exp_avg_sq"].numpy().copy() if s else
-                             np.zeros(p.shape, np.float32) for (k, p), s in zip(used.items(), state)}}
-    optimizer.zero_grad()
-    loss, terms = model.loss(torch.from_numpy(x), dataset_size, torch.from_numpy(e))
-    loss.backward()
-    grads = {k: p.grad.detach().numpy().copy() for k, p in used.items() if p.grad is not None}
-    optimizer.step()
-    out.append({"before": before, "loss": loss.item(),
-                "terms": {k: v.item() for k, v in terms.items()}, "grads": grads,
-                "params": arrays(used),
-                "exp_avg_sq": {k: optimizer.state[p]["exp_avg_sq"].numpy().copy()
-                               for k, p in used.items() if p.grad is not None}})
-  return out
