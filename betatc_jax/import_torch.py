@@ -1,11 +1,18 @@
-"""A PyTorch-VAE BetaTCVAE checkpoint as a betatc_jax workdir.
+"""A PyTorch checkpoint as a betatc_jax workdir: AntixK PyTorch-VAE's
+BetaTCVAE, or the official β-TCVAE code's MLP VAE.
 
   python -m betatc_jax.import_torch --checkpoint last.ckpt \
       --config configs/seed_celeba.py --workdir workdirs/imported \
       [--config.dataset.path=/data/celeba/img_align_celeba]
+  python -m betatc_jax.import_torch --checkpoint checkpt-0000.pth \
+      --config configs/dsprites_paper.py --workdir workdirs/official
 
+The config's ``model.arch`` says which: ``seed_conv`` for PyTorch-VAE,
+``mlp`` (with ``model.posterior_scale = "log_sigma"``, as
+configs/dsprites_paper.py has) for rtqichen/beta-tcvae's ``vae_quant.py``.
 Reads a PyTorch Lightning checkpoint (a dict whose ``state_dict`` keys carry
-the ``model.`` prefix, as PyTorch-VAE saves them) or a bare ``state_dict``,
+the ``model.`` prefix, as PyTorch-VAE saves them), the official code's
+``{"state_dict": ..., "args": ...}`` or a bare ``state_dict``,
 converts the weights (``torch_compat.params_from_torch_state_dict``), checks
 them against the config's model, and writes ``WORKDIR/config.json`` and an
 Orbax checkpoint at step 0 (the imported params, a fresh Adam state). Then
@@ -16,6 +23,7 @@ weights) work on it. torch is needed only here (the ``test`` extra).
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 from collections.abc import Mapping
@@ -43,7 +51,9 @@ def load_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
   except ImportError as e:  # pragma: no cover - torch is in the test extra
     raise ImportError("Importing a PyTorch checkpoint needs torch: pip install torch") from e
   try:
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    # The official code pickles its argparse.Namespace beside the weights.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+      loaded = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for a file that is not its own
     raise ValueError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
                      f"{str(e).splitlines()[0][:200]}).") from e
@@ -92,17 +102,22 @@ def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.Con
       invalid config, or a workdir that already has checkpoints.
   """
   train_lib.validate_config(config)
-  if config.model.arch != "seed_conv":
-    raise ValueError(f"PyTorch-VAE checkpoints are the seed's conv net: use model.arch="
-                     f"'seed_conv', not {config.model.arch!r}.")
+  arch = config.model.arch
+  if arch not in ("seed_conv", "mlp"):
+    raise ValueError(f"PyTorch checkpoints are PyTorch-VAE's conv net (model.arch='seed_conv') "
+                     f"or the official code's MLP (model.arch='mlp'), not {arch!r}.")
+  if arch == "mlp" and config.model.posterior_scale != "log_sigma":
+    raise ValueError("The official code's encoder outputs (μ, log σ): use "
+                     "model.posterior_scale='log_sigma' (configs/dsprites_paper.py).")
   state_dict = load_state_dict(checkpoint)
+  what = "the seed's BetaTCVAE" if arch == "seed_conv" else "the official MLP VAE"
   try:
-    params = torch_compat.params_from_torch_state_dict(state_dict)
+    params = torch_compat.params_from_torch_state_dict(state_dict, arch=arch)
   except KeyError as e:
     raise ValueError(f"Not a seed BetaTCVAE state dict: missing {e}.") from e
-  unexpected = torch_compat.unexpected_keys(state_dict)
+  unexpected = torch_compat.unexpected_keys(state_dict, arch=arch)
   if unexpected:
-    raise ValueError(f"Unexpected keys for the seed's BetaTCVAE: {unexpected[:8]}.")
+    raise ValueError(f"Unexpected keys for {what}: {unexpected[:8]}.")
   shape = image_shape(config)
   check_params(params, config, shape)
   workdir = pathlib.Path(workdir)
@@ -125,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
   from absl import app, flags
   from ml_collections import config_flags
 
-  flags.DEFINE_string("checkpoint", None, "A PyTorch-VAE / Lightning checkpoint file.")
+  flags.DEFINE_string("checkpoint", None, "A PyTorch-VAE (Lightning) or official beta-tcvae "
+                      "checkpoint file.")
   flags.DEFINE_string("workdir", None, "The new workdir.")
   config_flags.DEFINE_config_file("config", None, "The config to import into.", lock_config=True)
   flags.mark_flags_as_required(["checkpoint", "config", "workdir"])

@@ -104,3 +104,36 @@ def test_bad_checkpoints_are_named_errors(setup, tmp_path):
     import_torch.import_checkpoint(bare, config, base / "from_bare_again") and \
         import_torch.import_checkpoint(bare, config, base / "from_bare_again")
   assert not any((tmp_path / f"w{i}").exists() for i in range(1, 6))
+
+
+def test_official_checkpoint_imports_into_the_official_mode(tmp_path):
+  """checkpt-0000.pth as the official code saves it ({"state_dict", "args"})
+  into configs/dsprites_paper.py: our encoder and decoder then give the
+  official model's (μ, log σ) and logits; a log-variance head is refused."""
+  import argparse
+
+  from configs import dsprites_paper
+  from official_reference import OfficialMLPVAE
+  torch.manual_seed(2)
+  ref = OfficialMLPVAE(10).eval()
+  path = tmp_path / "checkpt-0000.pth"
+  torch.save({"state_dict": ref.state_dict(), "args": argparse.Namespace(beta=6, tcvae=True)},
+             path)
+  config = dsprites_paper.get_config()
+  workdir = import_torch.import_checkpoint(path, config, tmp_path / "official")
+  _, params = evaluate.restore_params(evaluate.load_config(workdir), workdir, (64, 64, 1))
+  model = train_lib.make_model(config, (64, 64, 1))
+  rng = np.random.default_rng(0)
+  x = (rng.uniform(size=(4, 64, 64, 1)) < 0.2).astype(np.float32)
+  z = rng.normal(size=(4, 10)).astype(np.float32)
+  mu, logvar = model.apply({"params": params}, x, method="encode")
+  logits = model.apply({"params": params}, z, method="decode")
+  with torch.no_grad():
+    z_params = ref.encode_params(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    want_logits = ref.decode_params(torch.from_numpy(z)).numpy().transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(mu, z_params[..., 0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logvar, 2 * z_params[..., 1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
+  config.model.posterior_scale = "log_var"
+  with pytest.raises(ValueError, match="posterior_scale='log_sigma'"):
+    import_torch.import_checkpoint(path, config, tmp_path / "w")

@@ -87,19 +87,21 @@ def test_first_step_is_the_single_runs_step():
 
 
 def test_every_member_equals_its_single_run(resumed, tmp_path):
-  """Member i logs the single run's losses at every logged step to 1e-4
-  relative (measured: at most 6e-6 over the 40 steps). At lr 1e-3 and
-  B = 32 the β=6 MSS member hits a loss spike that amplifies the 1-ulp
-  differences of Adam's update (up to 25% at one logged step), so these
-  runs use lr 3e-4 and 1e-4."""
+  """Member i logs the single run's losses at every logged step to 1e-3
+  relative. Measured: at most 6e-6 over the 40 steps on an AMD EPYC (AVX2),
+  1.1e-4 in the β=8 member's KL at step 40 on another CPU: vmapped, XLA
+  vectorises differently, and training amplifies the 1-ulp differences. A
+  wrong seed, β or estimator is off by percents. At lr 1e-3 and B = 32 the
+  β=6 MSS member hits a loss spike that amplifies them up to 25% at one
+  logged step, so these runs use lr 3e-4 and 1e-4."""
   workdir, _, _ = resumed
   for member in MEMBERS:
     single = tmp_path / member.name
     train_lib.train(population.member_config(base_config(40), member), str(single))
     # mi, tc and dim_kl are differences of close numbers: absolute 1e-3 nats too.
-    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-4,
+    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-3,
                       keys=("loss", "recon", "kl"))
-    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-4,
+    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-3,
                       keys=("mi", "tc", "dim_kl"), atol=1e-3)
 
 
