@@ -1,5 +1,5 @@
 """Default: β-TCVAE (β=6) with the paper's MLP on procedural dSprites, tuned
-for a 2-core CPU (issue #15; the search is in results/cpu_search/).
+for a 2-core CPU (the search is in results/cpu_search/).
 
 Command:
   python train.py --config configs/default.py --workdir workdirs/default

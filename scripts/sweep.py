@@ -20,6 +20,9 @@ metrics unless ``--skip_other_metrics``), then writes into ``--out``:
                        seed, steps, mig, mig_with_shape, tc, ..., sap_score,
                        modularity, explicitness, beta_vae_score, ...
   curves.csv           the same columns at every evaluated step of every run
+  latents.csv          how the information spreads, at every evaluated step of
+                       every run: MIG of each factor (mig_<factor>) and each
+                       latent's KL to the prior (kl_<j>, nats, on the dataset)
   methods.png          per method: MIG (mean, min–max band) and the other
                        metrics against its hyperparameter
   mig_vs_beta.png      (β methods) MIG and TC against β: mean, min–max band, each run
@@ -402,9 +405,25 @@ def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
   return sorted(rows, key=lambda r: (r["method"], r["value"], r["seed"], r["steps"]))
 
 
-def write_csv(path: pathlib.Path, rows: list[dict[str, Any]]) -> None:
+def latent_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+  """latents.csv's rows: (method, value, seed, steps), each factor's MIG and
+  each latent's KL, from every evaluation of every run in the grid."""
+  rows = []
+  for method, value, seed in grid(args):
+    evals = run_dir(args, method, value, seed) / "evals"
+    for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
+      result = json.loads(path.read_text())
+      row = {"method": method, "value": value, "seed": seed, "steps": result["step"]}
+      row.update({f"mig_{name}": v for name, v in result["mig_per_factor"].items()})
+      row.update({f"kl_{j}": v for j, v in enumerate(result["kl_per_dim"])})
+      rows.append(row)
+  return sorted(rows, key=lambda r: (r["method"], r["value"], r["seed"], r["steps"]))
+
+
+def write_csv(path: pathlib.Path, rows: list[dict[str, Any]],
+              columns: tuple[str, ...] = CSV_COLUMNS) -> None:
   with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+    writer = csv.DictWriter(f, fieldnames=columns)
     writer.writeheader()
     for row in rows:
       writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -638,6 +657,9 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   final = [r for r in curves if r["steps"] == args.steps]
   write_csv(out / "results.csv", final)
   write_csv(out / "curves.csv", curves)
+  latents = latent_rows(args)
+  if latents:
+    write_csv(out / "latents.csv", latents, tuple(latents[0]))
   expected = len(grid(args))
   best = None
   if final:

@@ -51,6 +51,7 @@ def assert_matches_torch(workdir, ref):
   assert_seed_conv_matches(ref, params, model, x, z, atol=1e-5)
 
 
+@pytest.mark.long
 def test_lightning_checkpoint_through_the_command_then_evaluate_and_fine_tune(setup):
   base, folder, ref, lightning, _ = setup
   workdir = base / "from_lightning"

@@ -44,6 +44,16 @@ def test_outputs_match_each_runs_evaluation(swept):
     assert int(row["steps"]) == result["step"] == 4
     for key in ("mig", "mig_with_shape", "tc", "mi", "dim_kl", "log_px"):
       assert float(row[key]) == pytest.approx(result[key], rel=1e-5), key
+  latents = read_csv(base / "out" / "latents.csv")
+  assert [(r["method"], int(r["steps"])) for r in latents] == [
+      ("beta_vae", 2), ("beta_vae", 4), ("betatc_vae", 2), ("betatc_vae", 4)]
+  for row in latents:
+    result = json.loads((base / "runs" / "members" / f"{row['method']}_beta4_seed0" / "evals" /
+                         f"step_{int(row['steps']):06d}.json").read_text())
+    kl = [float(row[f"kl_{j}"]) for j in range(10)]
+    assert kl == pytest.approx(result["kl_per_dim"], rel=1e-5)
+    for name, mig in result["mig_per_factor"].items():
+      assert float(row[f"mig_{name}"]) == pytest.approx(mig, rel=1e-5, nan_ok=True), name
   curves = read_csv(base / "out" / "curves.csv")
   assert sorted((r["method"], int(r["steps"])) for r in curves) == [
       ("beta_vae", 2), ("beta_vae", 4), ("betatc_vae", 2), ("betatc_vae", 4)]
@@ -105,6 +115,7 @@ def test_bad_arguments_rejected(bad, match, capsys):
   assert match in capsys.readouterr().err
 
 
+@pytest.mark.long
 def test_baseline_methods_sweep(tmp_path):
   """β-TCVAE with FactorVAE (its own population in ROOT/critic), DIP-VAE-II
   and the annealed VAE, one value each: one CSV row per run equal to its

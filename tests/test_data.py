@@ -62,7 +62,7 @@ def test_squares_repeat_only_through_symmetry(tmp_path, monkeypatch):
       assert (v[scale, o] != v[scale, o + 1]).any()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_full_grid(tmp_path, monkeypatch):
   monkeypatch.setenv("BETATC_JAX_CACHE", str(tmp_path))
   ds = load_dataset("dsprites")

@@ -122,6 +122,7 @@ def test_bad_input(folder, tmp_path):
     images.image_folder(folder, channels=4)
 
 
+@pytest.mark.long
 def test_training_and_evaluation_on_an_image_folder(tmp_path):
   """20 steps of configs/seed_celeba.py (the seed's conv VAE, its lr decay)
   on a folder of colour images, then the evaluation without factors: the

@@ -132,7 +132,10 @@ def assert_step_parity(ours, theirs, to_ours):
   - all parameters together: ‖ours − g64‖ <= 2·‖torch32 − g64‖ + 1e-6·‖g64‖
     (as accurate as PyTorch's own float32 gradient);
   - each tensor: max |ours − g64| <= 2·max |torch32 − g64| + 1e-3·max |g64|
-    (no layer is off; which float32 summation is luckier varies by step);
+    + 1e-6·(the model's largest |g64|) (no layer is off; which float32
+    summation is luckier varies by step; the last term is for a tensor whose
+    exact gradient is 0, as a bias before batch norm has, and whose float32
+    gradient is rounding noise: measured 4e-6 for the seed's first conv bias);
   - each parameter entry after the step: within ``adam_tolerance`` of
     PyTorch's, with δ = |ours − torch32| + 1e-7·max |g64| of that entry.
 
@@ -149,12 +152,13 @@ def assert_step_parity(ours, theirs, to_ours):
     params, exp_avg_sq = flat(to_ours(b["params"])), flat(to_ours(b["exp_avg_sq"]))
     mine, my_params = flat(a["grads"]), flat(a["params"])
     squares = np.zeros(3)                    # ‖ours − g64‖², ‖torch32 − g64‖², ‖g64‖²
+    model_scale = max(float(np.max(np.abs(v))) for v in g64.values())
     for name, exact in g64.items():
       exact = exact.astype(np.float64)
       error, torch_error = np.abs(mine[name] - exact), np.abs(g32[name] - exact)
       squares += [np.sum(error ** 2), np.sum(torch_error ** 2), np.sum(exact ** 2)]
       scale = np.max(np.abs(exact))
-      assert np.max(error) <= 2 * np.max(torch_error) + 1e-3 * scale, (
+      assert np.max(error) <= 2 * np.max(torch_error) + 1e-3 * scale + 1e-6 * model_scale, (
           name, t, float(np.max(error)), float(np.max(torch_error)))
       delta = np.abs(mine[name] - g32[name]) + 1e-7 * scale
       tol = adam_tolerance(delta, exp_avg_sq[name], t, b["lr"])
@@ -164,3 +168,16 @@ def assert_step_parity(ours, theirs, to_ours):
     assert ours_norm <= 2 * torch_norm + 1e-6 * norm, (t, ours_norm, torch_norm, norm)
     worst = max(worst, float(ours_norm / torch_norm))
   return worst
+
+
+def assert_synced_parity(ours, theirs, to_ours, terms=("recon", "mi", "tc", "dim_kl")):
+  """Each synced step's loss (rtol 2e-5) and loss terms (rtol 2e-5, atol
+  2e-4 nats: MI and TC are differences of close numbers), then
+  ``assert_step_parity``; prints its measured ratio."""
+  for t, (a, b) in enumerate(zip(ours, theirs)):
+    np.testing.assert_allclose(a["metrics"]["loss"], b["loss"], rtol=2e-5, err_msg=f"step {t}")
+    for term in terms:
+      np.testing.assert_allclose(a["metrics"][term], b["terms"][term], rtol=2e-5, atol=2e-4,
+                                 err_msg=f"{term} at step {t}")
+  print("largest ratio of our gradient error to PyTorch's:",
+        assert_step_parity(ours, theirs, to_ours))

@@ -41,7 +41,7 @@ else
   TESTS=(tests/test_estimators.py tests/test_losses.py "tests/train_test.py::test_outputs")
 fi
 t0=$(date +%s)
-timeout 90 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" 2>&1 | tail -n 8 | tee -a "$LOG"
+timeout 90 "$PY" -m pytest -q -p no:cacheprovider -o addopts= "${TESTS[@]}" 2>&1 | tail -n 8 | tee -a "$LOG"
 echo "tests_seconds $(( $(date +%s) - t0 ))" | tee -a "$LOG"
 "$PY" benchmarks/gpu/paper_sweep.py "$@" --out "$OUT" 2>&1 | tee -a "$LOG"   # (c)-(f)
 echo "end $(date -u +%FT%TZ)" >>"$LOG"
