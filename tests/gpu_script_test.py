@@ -42,6 +42,7 @@ def test_plan_prefers_the_papers_steps_then_the_most_betas(t_full, t_small, left
   assert plan["steps"] * plan["step_seconds"] + 1.0 + 2.0 * plan["members"] <= left
 
 
+@pytest.mark.long
 def test_smoke_run_writes_every_output(tmp_path):
   """The GPU script end to end at toy size on CPU: tests, measurements, the
   plan, the population sweep, evaluation and the packed outputs."""

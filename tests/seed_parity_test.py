@@ -99,7 +99,7 @@ def test_train_step_equals_the_seeds_step(photos):
                              rtol=5e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_seed_config_trains_200_steps_from_its_init(photos, tmp_path):
   """The config as it is (the seed's init, B = 64, lr 0.005, seed 1265) on
   the photos: 200 steps, every logged loss finite, the reconstruction

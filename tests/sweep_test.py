@@ -28,6 +28,7 @@ def swept(tmp_path_factory):
   base = tmp_path_factory.mktemp("sweep")
   args = ["--steps", "4", "--eval_steps", "2", "--betas", "4", "--seeds", "0",
           "--batch_size", "32", "--subsample", "1,2,4,4,4", "--eval_samples", "200",
+          "--skip_other_metrics",     # test_baseline_methods_sweep checks them
           "--root", str(base / "runs"), "--out", str(base / "out")]
   assert sweep.main(args) == 0
   return sweep, base, args
