@@ -52,12 +52,13 @@ def adam_steps(model, loss_fn, batches, eps, lr_at):
     for group in optimizer.param_groups:
       group["lr"] = lr_at(t)
     model64 = copy.deepcopy(model).double()
-    loss64, _ = loss_fn(model64, torch.from_numpy(x).double(), torch.from_numpy(e).double())
+    loss64, _ = loss_fn(model64, torch.from_numpy(np.array(x, np.float64)),
+                        torch.from_numpy(np.array(e, np.float64)))
     loss64.backward()
     grads64 = {k: p.grad.detach().numpy().copy() for k, p in model64.named_parameters()
                if p.grad is not None}
     optimizer.zero_grad()
-    loss, terms = loss_fn(model, torch.from_numpy(x), torch.from_numpy(e))
+    loss, terms = loss_fn(model, torch.from_numpy(np.array(x)), torch.from_numpy(np.array(e)))
     loss.backward()
     grads = {k: tensor_copy(p.grad) for k, p in named.items() if p.grad is not None}
     optimizer.step()
