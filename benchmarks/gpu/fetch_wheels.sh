@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Downloads, here, the wheels that the GPU image lacks into .whl/ (git-ignored),
-# for the device call to carry: ml-collections and tensorboardX, the versions
+# for the GPU job to take along: ml-collections and tensorboardX, the versions
 # this checkout's venv has (pure Python; their own needs are on the image).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

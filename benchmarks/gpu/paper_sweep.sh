@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper-scale sweep on a lent GPU, in one device call (see README, "Sweeps").
+# The paper-scale sweep on a GPU, in one 10-minute job (see README, "Sweeps").
 #
 #   bash benchmarks/gpu/paper_sweep.sh            # on the device: budget 540 s
 #   bash benchmarks/gpu/paper_sweep.sh --smoke    # on CPU: the same steps at toy size
@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 LOG="$OUT/timing.log"
 MODE=$([[ " $* " == *" --smoke "* ]] && echo --smoke || true)
 echo "start $(date -u +%FT%TZ) mode=${MODE:-gpu}" >"$LOG"
-# The whole call must end inside the device call's 600 s: plan against this deadline.
+# The whole call must end inside the job's 600 s: plan against this deadline.
 export PAPER_SWEEP_DEADLINE=${PAPER_SWEEP_DEADLINE:-$(( $(date +%s) + ${PAPER_SWEEP_BUDGET:-540} ))}
 if ls .whl/*.whl >/dev/null 2>&1; then                                   # (a)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
