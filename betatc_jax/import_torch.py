@@ -110,11 +110,11 @@ def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.Con
     raise ValueError("The official code's encoder outputs (μ, log σ): use "
                      "model.posterior_scale='log_sigma' (configs/dsprites_paper.py).")
   state_dict = load_state_dict(checkpoint)
-  what = "the seed's BetaTCVAE" if arch == "seed_conv" else "the official MLP VAE"
+  what = "PyTorch-VAE's BetaTCVAE" if arch == "seed_conv" else "the official MLP VAE"
   try:
     params = torch_compat.params_from_torch_state_dict(state_dict, arch=arch)
   except KeyError as e:
-    raise ValueError(f"Not a seed BetaTCVAE state dict: missing {e}.") from e
+    raise ValueError(f"Not a state dict of {what}: missing {e}.") from e
   unexpected = torch_compat.unexpected_keys(state_dict, arch=arch)
   if unexpected:
     raise ValueError(f"Unexpected keys for {what}: {unexpected[:8]}.")

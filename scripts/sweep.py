@@ -391,33 +391,39 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
         f.write(json.dumps(line) + "\n")
 
 
-def collect(args: argparse.Namespace) -> list[dict[str, Any]]:
-  """Every evaluation of every run in the grid, sorted."""
-  rows = []
+def evaluations(args: argparse.Namespace):
+  """(method, value, seed, eval JSON) of every evaluation of every run in the grid."""
   for method, value, seed in grid(args):
     evals = run_dir(args, method, value, seed) / "evals"
     for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
-      result = json.loads(path.read_text())
-      row = {k: result.get(k) for k in CSV_COLUMNS}
-      row.update(method=method, param=METHODS[method].param, value=value, seed=seed,
-                 steps=result["step"])
-      rows.append(row)
+      yield method, value, seed, json.loads(path.read_text())
+
+
+def by_run_and_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
   return sorted(rows, key=lambda r: (r["method"], r["value"], r["seed"], r["steps"]))
 
 
-def latent_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-  """latents.csv's rows: (method, value, seed, steps), each factor's MIG and
-  each latent's KL, from every evaluation of every run in the grid."""
+def collect(results: list) -> list[dict[str, Any]]:
+  """curves.csv's rows from ``evaluations``, sorted."""
   rows = []
-  for method, value, seed in grid(args):
-    evals = run_dir(args, method, value, seed) / "evals"
-    for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
-      result = json.loads(path.read_text())
-      row = {"method": method, "value": value, "seed": seed, "steps": result["step"]}
-      row.update({f"mig_{name}": v for name, v in result["mig_per_factor"].items()})
-      row.update({f"kl_{j}": v for j, v in enumerate(result["kl_per_dim"])})
-      rows.append(row)
-  return sorted(rows, key=lambda r: (r["method"], r["value"], r["seed"], r["steps"]))
+  for method, value, seed, result in results:
+    row = {k: result.get(k) for k in CSV_COLUMNS}
+    row.update(method=method, param=METHODS[method].param, value=value, seed=seed,
+               steps=result["step"])
+    rows.append(row)
+  return by_run_and_step(rows)
+
+
+def latent_rows(results: list) -> list[dict[str, Any]]:
+  """latents.csv's rows from ``evaluations``: (method, value, seed, steps),
+  each factor's MIG and each latent's KL."""
+  rows = []
+  for method, value, seed, result in results:
+    row = {"method": method, "value": value, "seed": seed, "steps": result["step"]}
+    row.update({f"mig_{name}": v for name, v in result["mig_per_factor"].items()})
+    row.update({f"kl_{j}": v for j, v in enumerate(result["kl_per_dim"])})
+    rows.append(row)
+  return by_run_and_step(rows)
 
 
 def write_csv(path: pathlib.Path, rows: list[dict[str, Any]],
@@ -653,11 +659,12 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   """Writes the outputs listed in the module docstring; returns results.csv's rows."""
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  curves = collect(args)
+  results = list(evaluations(args))                  # each eval JSON read once
+  curves = collect(results)
   final = [r for r in curves if r["steps"] == args.steps]
   write_csv(out / "results.csv", final)
   write_csv(out / "curves.csv", curves)
-  latents = latent_rows(args)
+  latents = latent_rows(results)
   if latents:
     write_csv(out / "latents.csv", latents, tuple(latents[0]))
   expected = len(grid(args))
