@@ -20,6 +20,17 @@ of a whole logging interval are computed on the host (the same function as
 the host pipeline) and sent in one transfer, so the step never waits on host
 work. Without it the host gathers each batch (for datasets that do not fit).
 
+Divergence (``on_non_finite``): ``"stop"`` (the default, as ``train.py``)
+raises at the first non-finite loss or gradient of any member, keeping the
+last good checkpoint. ``"freeze"`` keeps a diverged member's last finite
+state inside the compiled step (``keep_finite``) while the others train on;
+its step is logged and ``members/<name>/frozen.json`` records it, so a
+resumed population keeps it frozen and a report can mark its row.
+
+Deadline (``deadline``): the loop stops at the first logging boundary after
+which the next interval would end past the deadline, and returns the states
+there (each member's ``step`` is its true step count).
+
 Sharding: a ('member', 'data') mesh. Members are spread over 'member' (no
 communication between them); each member's batch is split over 'data'.
 
@@ -71,6 +82,10 @@ class Member:
   overrides of the base config, keyed by dotted path (``"objective.beta"``)."""
   name: str
   overrides: Mapping[str, Any]
+
+
+NON_FINITE_POLICIES = ("stop", "freeze")
+FROZEN_FILE = "frozen.json"
 
 
 class NonFiniteLossError(train_lib.NonFiniteLossError):
@@ -235,6 +250,50 @@ def population_step_from_indices(states: train_lib.TrainState, images: jax.Array
   return population_step(states, images[rows], keys)
 
 
+def params_finite(params: Any) -> jax.Array:
+  """bool [K]: whether every parameter of each member is finite."""
+  leaves = jax.tree.leaves(params)
+  return jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in leaves]
+                   ).all(axis=0)
+
+
+def keep_finite(states: train_lib.TrainState, new_states: train_lib.TrainState,
+                metrics: dict[str, jax.Array], live: jax.Array
+                ) -> tuple[train_lib.TrainState, jax.Array]:
+  """Member-wise choice between one step's result and the state before it.
+
+  A member takes ``new_states`` only while it is live and its step was
+  finite (``metrics["finite"]``: loss and gradients) and left finite
+  parameters; otherwise it keeps ``states`` (its last finite state, step
+  count included) and stays frozen.
+
+  Args:
+    states, new_states: stacked train states [K], before and after the step.
+    metrics: the step's metrics, each [K].
+    live: bool [K], the members still training.
+
+  Returns:
+    (the chosen states, the members still live: bool [K]).
+  """
+  ok = live & (metrics["finite"] > 0) & params_finite(new_states.params)
+
+  def pick(new, old):
+    return jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old)
+
+  return jax.tree.map(pick, new_states, states), ok
+
+
+def freezing(step: Any) -> Any:
+  """``step(states, *args) -> (states, metrics)`` as
+  ``(states, live, *args) -> (states, live, metrics)`` through
+  ``keep_finite``; ``metrics["live"]`` (float [K]) is the new mask."""
+  def frozen_step(states, live, *args):
+    new_states, metrics = step(states, *args)
+    states, live = keep_finite(states, new_states, metrics, live)
+    return states, live, dict(metrics, live=live.astype(jnp.float32))
+  return frozen_step
+
+
 def member_batch_indices(seeds: Sequence[int], start_step: int, num_steps: int, batch_size: int,
                          dataset_size: int) -> np.ndarray:
   """int32 [S, K, B]: each member's ``pipeline.batch_indices`` for S steps
@@ -257,6 +316,14 @@ def latest_step(workdir: str | pathlib.Path) -> int:
   directory = pathlib.Path(workdir) / "checkpoints"
   steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
   return max(steps, default=0)
+
+
+def frozen_members(workdir: str | pathlib.Path) -> dict[str, dict[str, Any]]:
+  """name -> its ``frozen.json`` record (``diverged_at_step``, ``kept_step``,
+  loss, grad_norm) for every member that ``"freeze"`` froze."""
+  directory = pathlib.Path(workdir) / "members"
+  paths = sorted(directory.glob(f"*/{FROZEN_FILE}")) if directory.is_dir() else []
+  return {p.parent.name: json.loads(p.read_text()) for p in paths}
 
 
 def _population_record(base: ml_collections.ConfigDict, members: Sequence[Member]) -> dict:
@@ -284,7 +351,9 @@ def load_population(workdir: str | pathlib.Path
 def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
                      workdir: str | pathlib.Path, *, data_on_device: bool = True,
                      member_devices: int | None = None,
-                     dataset: GroundTruthDataset | None = None
+                     dataset: GroundTruthDataset | None = None,
+                     on_non_finite: str = "stop", deadline: float | None = None,
+                     save_checkpoints: bool = True
                      ) -> tuple[train_lib.TrainState, jax.Array]:
   """Trains every member to ``base.num_train_steps`` together, resuming from
   ``workdir/checkpoints``; each member's metrics.jsonl and TensorBoard events
@@ -299,21 +368,33 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       batch on the host).
     member_devices: devices along the mesh's 'member' axis (``make_mesh``).
     dataset: the loaded dataset of ``base`` (loaded from the config if None).
+    on_non_finite: ``"stop"`` or ``"freeze"`` (module docstring).
+    deadline: a ``time.time()`` after which no logging interval may end; the
+      loop returns early, at a boundary, to honour it (None: no deadline).
+    save_checkpoints: False writes no checkpoint (a machine whose disk does
+      not outlive the call; a resumed call then starts from step 0).
 
   Returns:
-    (stacked states, step keys [K]) at ``base.num_train_steps``.
+    (stacked states, step keys [K]) at ``base.num_train_steps``, or at the
+    boundary where the deadline stopped the loop; a frozen member's state is
+    that of its ``kept_step``.
 
   Raises:
-    ValueError: for an invalid population, before any work; also when
-      ``workdir`` holds a different population.
+    ValueError: for an invalid population or policy, before any work; also
+      when ``workdir`` holds a different population.
     checkpointing.CheckpointError: for a checkpoint that cannot be restored.
-    NonFiniteLossError: a member's loss went non-finite; the message names
-      the member and the step; the last good checkpoint stays.
+    NonFiniteLossError: with ``"stop"``, a member's loss went non-finite;
+      the message names the member and the step; the last good checkpoint
+      stays.
   """
   from betatc_jax.logging_utils import MetricWriter
 
   if jax.process_count() > 1:
     raise ValueError("Populations run in one process (use the mesh's devices instead).")
+  if on_non_finite not in NON_FINITE_POLICIES:
+    raise ValueError(f"on_non_finite must be one of {NON_FINITE_POLICIES}, got "
+                     f"{on_non_finite!r}.")
+  freeze = on_non_finite == "freeze"
   configs = validate_population(base, members)
   dataset = dataset if dataset is not None else train_lib.dataset_from_config(base)
   train_lib.check_holds_a_batch(dataset, base.batch_size)
@@ -333,29 +414,41 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
   states, keys = jax.device_put((states, keys), by_member)
   manager = checkpointing.make_manager(workdir, base.keep_checkpoints)
   restored_step, states, keys = train_lib.restore_state(manager, states, keys)
-  start_step = int(states.step[0])
+  start_step = restored_step or 0
   record_path.write_text(json.dumps(record, indent=2))
+  frozen = frozen_members(workdir) if restored_step else {}
   for member, config in zip(members, configs):
     directory = member_dir(workdir, member.name)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(config.to_json(indent=2))
-    train_lib.truncate_metrics(directory / "metrics.jsonl", start_step)
+    if member.name not in frozen:
+      (directory / FROZEN_FILE).unlink(missing_ok=True)
+      train_lib.truncate_metrics(directory / "metrics.jsonl", start_step)
+  live_host = np.asarray([m.name not in frozen for m in members])
 
   batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, DATA_AXIS))
   indices_sharding = NamedSharding(mesh, P(None, MEMBER_AXIS, DATA_AXIS))   # [S, K, B]
   state_shardings = jax.tree.map(lambda _: by_member, states)
-  out_shardings = (state_shardings, by_member)
+  lead = (state_shardings, by_member) if freeze else (state_shardings,)
+  out_shardings = (*lead, by_member)
   if data_on_device:
     images = jax.device_put(dataset.images, NamedSharding(mesh, P()))
-    step_fn = jax.jit(population_step_from_indices, donate_argnums=0,
-                      in_shardings=(state_shardings, NamedSharding(mesh, P()),
-                                    indices_sharding,
+    step = freezing(population_step_from_indices) if freeze else population_step_from_indices
+    step_fn = jax.jit(step, donate_argnums=0,
+                      in_shardings=(*lead, NamedSharding(mesh, P()), indices_sharding,
                                     NamedSharding(mesh, P()), by_member),
                       out_shardings=out_shardings)
   else:
-    step_fn = jax.jit(population_step, donate_argnums=0,
-                      in_shardings=(state_shardings, batch_sharding, by_member),
+    step = freezing(population_step) if freeze else population_step
+    step_fn = jax.jit(step, donate_argnums=0, in_shardings=(*lead, batch_sharding, by_member),
                       out_shardings=out_shardings)
+  live = jax.device_put(live_host, by_member)
+
+  def run_step(states, live, *args):
+    if freeze:
+      return step_fn(states, live, *args)
+    states, metrics = step_fn(states, *args)
+    return states, live, metrics
 
   writers = [MetricWriter(member_dir(workdir, m.name)) for m in members]
   seeds = [c.seed for c in configs]
@@ -365,6 +458,12 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
                       | {total})
   last_saved = restored_step
   step = start_step
+
+  def save(step):
+    if save_checkpoints:
+      checkpointing.save(manager, step, train_lib.checkpoint_tree(states, keys))
+    return step if save_checkpoints else last_saved
+
   try:
     def interval_indices(i):
       if i >= len(boundaries):
@@ -380,12 +479,13 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       if data_on_device:
         indices = jax.device_put(indices, indices_sharding)
         for offset in range(num):
-          states, metrics = step_fn(states, images, indices, np.int32(offset), keys)
+          states, live, metrics = run_step(states, live, images, indices, np.int32(offset), keys)
           pending.append(metrics)
       else:
         for offset in range(num):
           batch = np.stack([gather_rows(dataset.images, rows) for rows in indices[offset]])
-          states, metrics = step_fn(states, jax.device_put(batch, batch_sharding), keys)
+          states, live, metrics = run_step(states, live, jax.device_put(batch, batch_sharding),
+                                           keys)
           pending.append(metrics)
       # The steps are dispatched, not done: the next interval's indices are
       # computed while the device works, so it never waits on them.
@@ -394,22 +494,45 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       elapsed = time.perf_counter() - t0
       step = boundary
       for k, (member, writer) in enumerate(zip(members, writers)):
+        if not live_host[k]:
+          continue
         rows = [{name: value[k] for name, value in m.items()} for m in host]
-        bad = train_lib.first_non_finite(rows)
-        if bad is not None:
+        bad = (next((j for j, r in enumerate(rows) if r["live"] < 1.0), None) if freeze
+               else train_lib.first_non_finite(rows))
+        if bad is not None and not freeze:
           manager.wait_until_finished()
           raise NonFiniteLossError(train_lib.non_finite_message(
               rows[bad], step - num + bad + 1, last_saved, manager.directory,
               who=f" of member {member.name!r}"))
-        if step % base.log_every_steps == 0 or step == total:
+        if bad is not None:
+          live_host[k] = False
+          diverged = step - num + bad + 1
+          info = {"diverged_at_step": diverged, "kept_step": diverged - 1,
+                  "loss": float(rows[bad]["loss"]), "grad_norm": float(rows[bad]["grad_norm"])}
+          (member_dir(workdir, member.name) / FROZEN_FILE).write_text(json.dumps(info))
+          print(f"member {member.name!r}: non-finite at step {diverged} (loss={info['loss']}, "
+                f"grad_norm={info['grad_norm']}); frozen at its state of step {diverged - 1}",
+                flush=True)
+          rows = rows[:bad]
+        if rows and (step % base.log_every_steps == 0 or step == total):
           row = train_lib.mean_row(rows)
-          row.update(step=step, steps_per_sec=num / elapsed,
+          row.update(step=step - num + len(rows), steps_per_sec=num / elapsed,
                      images_per_sec=num * batch_size / elapsed,
                      population_images_per_sec=num * batch_size * len(members) / elapsed)
           writer.write(row)
       if step % base.checkpoint_every_steps == 0 or step == total:
-        checkpointing.save(manager, step, train_lib.checkpoint_tree(states, keys))
-        last_saved = step
+        last_saved = save(step)
+      if not live_host.any():
+        print(f"every member is frozen; stopping at step {step} of {total}", flush=True)
+        break
+      following = boundaries[i + 1] - step if i + 1 < len(boundaries) else 0
+      if deadline is not None and following and time.time() + elapsed / num * following > deadline:
+        print(f"deadline: stopping at step {step} of {total} (the next {following} steps "
+              f"would end {time.time() + elapsed / num * following - deadline:.0f} s past it)",
+              flush=True)
+        if last_saved != step:
+          last_saved = save(step)
+        break
   finally:
     for writer in writers:
       writer.close()
@@ -441,25 +564,58 @@ def export_members(workdir: str | pathlib.Path, states: train_lib.TrainState, ke
   return paths
 
 
+def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, step: int,
+                    dataset: GroundTruthDataset, *, frozen: Mapping[str, Any] | None = None,
+                    workdir: str | pathlib.Path | None = None, other_metrics: bool = False
+                    ) -> dict[str, Any]:
+  """``evaluate.evaluate_params`` of one member, with ``name`` and
+  ``frozen_at_step`` (the step at which ``"freeze"`` froze it, else None)
+  added. A frozen member whose kept state cannot be evaluated (its codes are
+  not finite) gets ``eval_error`` instead of metrics; any other error
+  propagates.
+
+  Args:
+    config: the member's config (``member_config``).
+    name: the member's name.
+    params: its parameters (one member's, unstacked).
+    step: its true step count.
+    dataset: the dataset to evaluate on.
+    frozen: its ``frozen.json`` record, if it was frozen.
+    workdir: where its eval.json and plots go (None: nowhere).
+    other_metrics: also the metrics other than MIG and the ELBO terms.
+  """
+  marks = {"name": name, "frozen_at_step": frozen["diverged_at_step"] if frozen else None}
+  try:
+    result = evaluate.evaluate_params(config, params, dataset, step=step, workdir=workdir,
+                                      other_metrics=other_metrics)
+  except ValueError as e:
+    if not frozen:
+      raise
+    return {"step": step, "eval_error": str(e), **marks}
+  return dict(result, **marks)
+
+
 def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
                      states: train_lib.TrainState, dataset: GroundTruthDataset, *,
-                     workdir: str | pathlib.Path | None = None, other_metrics: bool = False
+                     workdir: str | pathlib.Path | None = None, other_metrics: bool = False,
+                     frozen: Mapping[str, Mapping[str, Any]] | None = None
                      ) -> list[dict[str, Any]]:
-  """``evaluate.evaluate_params`` of every member, one after another (the
-  encoder is compiled once for all; MIG's estimator dominates and does not
-  batch over members). With ``workdir``, each member's eval.json and plots go
-  to its member workdir.
+  """``evaluate_member`` of every member, one after another (the encoder is
+  compiled once for all; MIG's estimator dominates and does not batch over
+  members). With ``workdir``, each member's eval.json and plots go to its
+  member workdir.
+
+  Args:
+    frozen: ``frozen_members`` of the population (None: none frozen).
 
   Returns:
-    One result per member, in order, with ``name`` added.
+    One result per member, in order.
   """
   configs = validate_population(base, members)
   params = jax.device_get(states.params)
-  results = []
-  for k, (member, config) in enumerate(zip(members, configs)):
-    result = evaluate.evaluate_params(
-        config, unstack(params, k), dataset, step=int(states.step[k]),
-        workdir=member_dir(workdir, member.name) if workdir is not None else None,
-        other_metrics=other_metrics)
-    results.append(dict(result, name=member.name))
-  return results
+  frozen = frozen or {}
+  return [evaluate_member(config, member.name, unstack(params, k), int(states.step[k]), dataset,
+                          frozen=frozen.get(member.name),
+                          workdir=member_dir(workdir, member.name) if workdir is not None else None,
+                          other_metrics=other_metrics)
+          for k, (member, config) in enumerate(zip(members, configs))]

@@ -18,7 +18,10 @@ metrics unless ``--skip_other_metrics``), then writes into ``--out``:
 
   results.csv          one row per run at ``--steps``: method, param, value,
                        seed, steps, mig, mig_with_shape, tc, ..., sap_score,
-                       modularity, explicitness, beta_vae_score, ...
+                       modularity, explicitness, beta_vae_score, ...,
+                       frozen_at_step (a run whose loss went non-finite keeps
+                       its last finite state, evaluated if it can be; the
+                       others train on)
   curves.csv           the same columns at every evaluated step of every run
   latents.csv          how the information spreads, at every evaluated step of
                        every run: MIG of each factor (mig_<factor>) and each
@@ -132,7 +135,8 @@ DEFAULT_METHODS = ["beta_vae", "betatc_vae"]
 OTHER_METRICS = ("sap_score", "modularity", "explicitness", "beta_vae_score", "factorvae_score",
                  "dci_disentanglement")
 CSV_COLUMNS = ("method", "param", "value", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
-               "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "train_seconds")
+               "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "train_seconds",
+               "frozen_at_step")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -301,20 +305,28 @@ def run_dir(args: argparse.Namespace, method: str, value: float, seed: int) -> p
   return population_root(args, method) / "members" / run_name(method, value, seed)
 
 
+def member_overrides(method: str, value: float, seed: int, capacity_steps: int
+                     ) -> dict[str, Any]:
+  """A run's ``population.MEMBER_KEYS`` settings: the method's objective,
+  estimator, hyperparameter ``value`` (and the keys tied to it), its fixed
+  member keys, and ``seed``."""
+  m = METHODS[method]
+  statics = static_settings(method)
+  overrides = {"seed": seed, "objective.name": m.objective, "objective.estimator": m.estimator,
+               m.key: value, **{k: value for k in m.tied},
+               **{k: v for k, v in m.fixed if k not in statics}}
+  if m.objective == "annealed_vae":
+    overrides["objective.capacity_steps"] = capacity_steps
+  return overrides
+
+
 def members(args: argparse.Namespace) -> dict[pathlib.Path, list]:
   """The populations of the grid: root -> its members."""
   from betatc_jax import population
   out: dict[pathlib.Path, list] = {}
   for method, value, seed in grid(args):
-    m = METHODS[method]
-    statics = static_settings(method)
-    overrides = {"seed": seed, "objective.name": m.objective, "objective.estimator": m.estimator,
-                 m.key: value, **{k: value for k in m.tied},
-                 **{k: v for k, v in m.fixed if k not in statics}}
-    if m.objective == "annealed_vae":
-      overrides["objective.capacity_steps"] = args.capacity_steps
-    out.setdefault(population_root(args, method), []).append(
-        population.Member(run_name(method, value, seed), overrides))
+    out.setdefault(population_root(args, method), []).append(population.Member(
+        run_name(method, value, seed), member_overrides(method, value, seed, args.capacity_steps)))
   return out
 
 
@@ -354,7 +366,8 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     config = base_config(args, step, method)
     t0 = time.perf_counter()
     states, keys = population.train_population(config, runs, root, dataset=dataset,
-                                               data_on_device=not args.host_data)
+                                               data_on_device=not args.host_data,
+                                               on_non_finite="freeze")
     earlier = max((int(k) for k in timing if int(k) < step), default=None)
     train_seconds = (timing[str(earlier)]["train_seconds"] if earlier is not None else 0.0) \
         + time.perf_counter() - t0
@@ -366,7 +379,8 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     results = population.evaluate_members(
         config, todo, population.unstack(states, np.asarray([index[m.name] for m in todo])),
         dataset, workdir=root if final else None,
-        other_metrics=final and not args.skip_other_metrics)
+        other_metrics=final and not args.skip_other_metrics,
+        frozen=population.frozen_members(root))
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
       method, value, seed = run_of[member.name]
@@ -377,9 +391,13 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
       tmp = path.with_suffix(".tmp")
       tmp.write_text(json.dumps(result, indent=2))
       os.replace(tmp, path)
-      print(f"  {member.name} step {step}: MIG {result['mig']:.3f} (with shape "
-            f"{result['mig_with_shape']:.3f}) TC {result['tc']:.2f} log p(x|z) "
-            f"{result['log_px']:.1f}", flush=True)
+      if "eval_error" in result:
+        print(f"  {member.name} step {step}: frozen at step {result['frozen_at_step']}, not "
+              f"evaluated ({result['eval_error']})", flush=True)
+      else:
+        print(f"  {member.name} step {step}: MIG {result['mig']:.3f} (with shape "
+              f"{result['mig_with_shape']:.3f}) TC {result['tc']:.2f} log p(x|z) "
+              f"{result['log_px']:.1f}", flush=True)
     timing[str(step)] = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
                          "members": len(runs), "evaluated": len(todo)}
     timing_path.write_text(json.dumps(timing, indent=2))
@@ -396,7 +414,8 @@ def evaluations(args: argparse.Namespace):
   for method, value, seed in grid(args):
     evals = run_dir(args, method, value, seed) / "evals"
     for path in sorted(evals.glob("step_*.json")) if evals.is_dir() else []:
-      yield method, value, seed, json.loads(path.read_text())
+      yield method, value, seed, dict(json.loads(path.read_text()),
+                                      milestone=int(path.stem.removeprefix("step_")))
 
 
 def by_run_and_step(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -409,7 +428,7 @@ def collect(results: list) -> list[dict[str, Any]]:
   for method, value, seed, result in results:
     row = {k: result.get(k) for k in CSV_COLUMNS}
     row.update(method=method, param=METHODS[method].param, value=value, seed=seed,
-               steps=result["step"])
+               steps=result["milestone"])
     rows.append(row)
   return by_run_and_step(rows)
 
@@ -419,9 +438,9 @@ def latent_rows(results: list) -> list[dict[str, Any]]:
   each factor's MIG and each latent's KL."""
   rows = []
   for method, value, seed, result in results:
-    row = {"method": method, "value": value, "seed": seed, "steps": result["step"]}
-    row.update({f"mig_{name}": v for name, v in result["mig_per_factor"].items()})
-    row.update({f"kl_{j}": v for j, v in enumerate(result["kl_per_dim"])})
+    row = {"method": method, "value": value, "seed": seed, "steps": result["milestone"]}
+    row.update({f"mig_{name}": v for name, v in result.get("mig_per_factor", {}).items()})
+    row.update({f"kl_{j}": v for j, v in enumerate(result.get("kl_per_dim", []))})
     rows.append(row)
   return by_run_and_step(rows)
 

@@ -158,6 +158,58 @@ def test_nan_names_the_member_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(r["loss"]) for r in rows)
 
 
+def test_freeze_keeps_a_diverged_member_and_leaves_the_others_unchanged(tmp_path):
+  """``on_non_finite="freeze"``: a member at lr 1e30 keeps its last finite
+  state and is recorded, and the other members' numbers are bit for bit
+  those of the same population whose third member trains normally (its row
+  of the vmapped step touches no other row); a resumed population keeps it
+  frozen."""
+  base = small_config(num_train_steps=12, log_every_steps=2, checkpoint_every_steps=6)
+  bad = population.Member("diverges", {"seed": 5, "learning_rate": 1e30})
+  good = population.Member("diverges", {"seed": 5})
+  frozen, _ = population.train_population(base, [*MEMBERS[:2], bad], tmp_path / "f",
+                                          on_non_finite="freeze")
+  normal, _ = population.train_population(base, [*MEMBERS[:2], good], tmp_path / "n",
+                                          on_non_finite="freeze")
+  for k in (0, 1):
+    jax.tree.map(np.testing.assert_array_equal, population.unstack(frozen.params, k),
+                 population.unstack(normal.params, k))
+    name = MEMBERS[k].name
+    assert read_rows(population.member_dir(tmp_path / "f", name)) == [
+        dict(r, steps_per_sec=mine["steps_per_sec"], images_per_sec=mine["images_per_sec"],
+             population_images_per_sec=mine["population_images_per_sec"])
+        for r, mine in zip(read_rows(population.member_dir(tmp_path / "n", name)),
+                           read_rows(population.member_dir(tmp_path / "f", name)))]
+  record = population.frozen_members(tmp_path / "f")
+  assert list(record) == ["diverges"] and population.frozen_members(tmp_path / "n") == {}
+  kept = record["diverges"]["kept_step"]
+  assert record["diverges"]["diverged_at_step"] == kept + 1 and 1 <= kept < 12
+  assert not np.isfinite(record["diverges"]["loss"] * record["diverges"]["grad_norm"])
+  assert [int(s) for s in frozen.step] == [12, 12, kept]
+  assert all(np.isfinite(x[2]).all() for x in jax.tree.leaves(frozen.params))
+  rows = read_rows(population.member_dir(tmp_path / "f", "diverges"))
+  assert rows and all(np.isfinite(r["loss"]) for r in rows) and rows[-1]["step"] <= kept
+  resumed, _ = population.train_population(small_config(
+      num_train_steps=16, log_every_steps=2, checkpoint_every_steps=6), [*MEMBERS[:2], bad],
+      tmp_path / "f", on_non_finite="freeze")
+  assert [int(s) for s in resumed.step] == [16, 16, kept]
+  assert population.frozen_members(tmp_path / "f") == record
+
+
+def test_deadline_stops_at_a_boundary_without_checkpoints(tmp_path):
+  """A deadline already past: the loop returns after the first logging
+  interval, its true step in the states; save_checkpoints=False writes none."""
+  import time
+  base = small_config(num_train_steps=12, log_every_steps=2, checkpoint_every_steps=6)
+  states, _ = population.train_population(base, MEMBERS[:2], tmp_path, deadline=time.time(),
+                                          save_checkpoints=False)
+  assert [int(s) for s in states.step] == [2, 2]
+  assert [r["step"] for r in read_rows(population.member_dir(tmp_path, MEMBERS[0].name))] == [2]
+  assert population.latest_step(tmp_path) == 0
+  with pytest.raises(ValueError, match="on_non_finite must be one of"):
+    population.train_population(base, MEMBERS[:2], tmp_path, on_non_finite="skip")
+
+
 @pytest.mark.parametrize("members,match", [
     ([], "at least one member"),
     ([population.Member("a", {"batch_size": 8})], "may only set"),
