@@ -17,6 +17,7 @@ measured on its device (``linear_step_seconds``).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import pathlib
 import sys
@@ -130,6 +131,14 @@ def run(settings: Settings, experiment: str, method: str, value: float, seed: in
   return Run(experiment, method, float(value), int(seed), steps, tuple(key.items()))
 
 
+def read_rows(path: pathlib.Path) -> list[dict[str, str]]:
+  """A csv file's rows ([] when it does not exist)."""
+  if not path.is_file():
+    return []
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
 def row_key(row: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
   """A results.csv row's key, comparable with ``Run.key``."""
   return tuple((k, str(row[k])) for k in KEY_FIELDS)
@@ -143,8 +152,15 @@ def finished(row: Mapping[str, Any]) -> bool:
 
 # ------------------------------------------------------------------ the queue
 
-def load_queue(path: str | pathlib.Path = QUEUE) -> tuple[Settings, list[Run]]:
+def load_queue(path: str | pathlib.Path = QUEUE, overrides: Mapping[str, Any] | None = None,
+               matmul_precision: str = "default") -> tuple[Settings, list[Run]]:
   """The queue's settings and its runs in priority order (repeats dropped).
+
+  Args:
+    path: the queue file.
+    overrides: settings that replace the queue's (``steps`` here also
+      replaces each experiment's), e.g. the smoke run's toy sizes.
+    matmul_precision: training's ``jax.default_matmul_precision`` (keyed).
 
   Raises:
     ValueError: an unknown key, method or missing field, named with its
@@ -160,7 +176,8 @@ def load_queue(path: str | pathlib.Path = QUEUE) -> tuple[Settings, list[Run]]:
   defaults = dict(defaults)
   if "subsample" in defaults:
     defaults["subsample"] = tuple(defaults["subsample"])
-  settings = Settings(**defaults)
+  overrides = dict(overrides or {})
+  settings = Settings(**{**defaults, **overrides, "matmul_precision": matmul_precision})
   runs = []
   for entry in data.get("experiment", []):
     name = entry.get("name", "?")
@@ -173,7 +190,8 @@ def load_queue(path: str | pathlib.Path = QUEUE) -> tuple[Settings, list[Run]]:
                        f"choose from {sorted(sweep.METHODS)}")
     for seed in entry["seeds"]:
       for value in entry["betas"]:
-        runs.append(run(settings, name, entry["method"], value, seed, entry.get("steps")))
+        steps = overrides.get("steps") or entry.get("steps")
+        runs.append(run(settings, name, entry["method"], value, seed, steps))
   return settings, unique(runs)
 
 

@@ -42,13 +42,6 @@ PAIRS = (("betatc_vae", "betatc_official"), ("betatc_vae", "betatc_vae_mws"),
 JOB_FILES = ("plan.json", "timing.log", "profile.json", "evals.jsonl")
 
 
-def read_csv(path: pathlib.Path) -> list[dict[str, str]]:
-  if not path.is_file():
-    return []
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def write_csv(path: pathlib.Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
               ) -> None:
   tmp = path.with_suffix(".tmp")
@@ -113,7 +106,8 @@ def numeric(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
   for r in rows:
     if gpu_queue.finished(r) and not r.get("frozen_at_step") and r.get("mig") not in ("", None):
       row = dict(r, value=float(r["value"]), seed=int(r["seed"]))
-      row.update({m: float(r[m]) for m in gpu_queue.METRICS if r.get(m) not in ("", None)})
+      row.update({m: float(r[m]) if r.get(m) not in ("", None) else None
+                  for m in gpu_queue.METRICS})
       out.append(row)
   return out
 
@@ -215,16 +209,16 @@ def merge(out_dir: pathlib.Path, results: pathlib.Path) -> dict[str, int]:
   rows_path = out_dir / "rows.csv"
   if not rows_path.is_file():
     raise FileNotFoundError(f"{out_dir} has no rows.csv: is it a GPU job's output folder?")
-  new = read_csv(rows_path)
+  new = gpu_queue.read_rows(rows_path)
   with open(rows_path, newline="") as f:
     header = next(csv.reader(f), [])
   if tuple(header) != gpu_queue.ROW_COLUMNS:
     raise ValueError(f"{rows_path}: columns {header} are not {list(gpu_queue.ROW_COLUMNS)}")
   results.mkdir(parents=True, exist_ok=True)
-  rows, counts = merge_rows(read_csv(results / "results.csv"), new)
+  rows, counts = merge_rows(gpu_queue.read_rows(results / "results.csv"), new)
   write_csv(results / "results.csv", rows, gpu_queue.ROW_COLUMNS)
   latents = {tuple(sorted((k, r[k]) for k in gpu_queue.KEY_FIELDS)): r
-             for r in read_csv(results / "latents.csv")}
+             for r in gpu_queue.read_rows(results / "latents.csv")}
   for r in latent_rows(read_jsonl(out_dir / "evals.jsonl")):
     latents[tuple(sorted((k, str(r[k])) for k in gpu_queue.KEY_FIELDS))] = r
   if latents:

@@ -1,37 +1,51 @@
-"""Steps (c)–(f) of paper_sweep.sh: measure, plan the largest sweep that fits
-the time left, run it as one population, pack the outputs into --out.
+"""The GPU job (steps (c)–(e) of paper_sweep.sh): the next runs of the queue,
+trained and evaluated before the deadline, each row written as it is made.
 
-  python benchmarks/gpu/paper_sweep.py [--smoke] --out DIR
+  python benchmarks/gpu/paper_sweep.py [--smoke] --out DIR [--queue Q] [--results CSV]
+
+1. Reads the queue (benchmarks/gpu/queue.toml) and the finished runs
+   (results_paper/results.csv): the pending runs, in queue order.
+2. Measures on this device the population step at two sizes (and the
+   compile time), and one run's evaluation (``measure``).
+3. Plans the longest prefix of the pending runs whose training and
+   evaluation fit before the deadline less ``--margin`` (``gpu_queue.fit``).
+4. Trains each population of the plan with ``on_non_finite="freeze"``,
+   no checkpoints (the machine's disk does not outlive the job) and a
+   deadline that keeps time for the evaluations and the later populations:
+   a slower step than measured stops training at the next logging boundary
+   (every 500 steps), and the rows say the true step count.
+5. Evaluates each run as soon as its population stops, and appends its row
+   to DIR/rows.csv and its whole evaluation to DIR/evals.jsonl at once, so a
+   job cut off keeps every run it evaluated.
+
+DIR also gets plan.json (the queue state, measurements, plan and timings,
+rewritten at each stage) and profile.json (the compiled step's FLOPs and
+bytes from XLA's cost analysis, achieved FLOP/s and the fraction of the
+TF32 peak). Merge a job's DIR with ``python benchmarks/gpu/merge.py DIR``.
 
 The deadline is $PAPER_SWEEP_DEADLINE (epoch seconds; the shell script sets
-it to its own start + 540 s) or now + --budget.
-
-``--methods`` (default beta_vae,betatc_vae) takes scripts/sweep.py's methods;
-the grid position of each value is planned like the β at that position.
-
-Plan: the paper's budget (18,000 steps at B=2048) comes first, then the
-size of the grid. With the measured step times of the whole grid (β ∈ {1, 2,
-4, 6, 8, 10} × {β-VAE, β-TCVAE} × seeds 0, 1: 24 runs) and of β=6 alone (4
-runs), interpolated linearly in the number of runs, and the measured
-evaluation time per run, it keeps the most β values (dropped in the order 8,
-2, 4, 10, 1; β=6 stays) at which --min_steps (default 18,000) fit; if even
-β=6 alone does not fit, it trains β=6 for as many steps (a multiple of 100)
-as fit. The choice and every measurement go to plan.json.
+it to its start + 540 s) or now + --budget. ``--smoke`` runs the same steps
+at toy size on CPU (B = 32, 5,760 images, 8 steps, S = 300).
 """
 
+from __future__ import annotations
+
 import argparse
+import contextlib
+import csv
+import dataclasses
+import datetime
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import gpu_queue  # noqa: E402  (puts the repository and scripts/ on sys.path)
 
 from betatc_jax import host_memory  # noqa: E402
 
@@ -40,58 +54,75 @@ host_memory.retain_freed_memory()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from betatc_jax import evaluate, population, train_lib  # noqa: E402
+from betatc_jax import population  # noqa: E402
 
-BETA_PRIORITY = [6.0, 1.0, 10.0, 4.0, 2.0, 8.0]
-PAPER_STEPS = 18_000
+import sweep  # noqa: E402
+
+ROOT = gpu_queue.ROOT
 # Dense TF32 peak (no sparsity) by device kind, FLOP/s.
 TF32_PEAK = {"H100": 494.7e12, "H200": 494.7e12, "A100": 156e12}
+SMOKE = {"subsample": (1, 2, 4, 4, 4), "batch_size": 32, "steps": 8, "eval_samples": 300}
+LOG_EVERY = 500          # the logging boundary: where the deadline can stop training
+PRECISIONS = ("default", "bfloat16", "tensorfloat32", "float32")
 
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--smoke", action="store_true", help="toy sizes, for a CPU check")
-  parser.add_argument("--methods", default="beta_vae,betatc_vae",
-                      help="as scripts/sweep.py's; each method's grid position i is planned "
-                           "like the i-th β (the baselines' grids: sweep.METHODS)")
   parser.add_argument("--out", required=True)
+  parser.add_argument("--queue", default=str(gpu_queue.QUEUE))
+  parser.add_argument("--results", default=str(ROOT / "results_paper" / "results.csv"),
+                      help="the finished runs to skip")
   parser.add_argument("--budget", type=float, default=480.0,
                       help="seconds from now, when $PAPER_SWEEP_DEADLINE is unset")
-  parser.add_argument("--min_steps", type=int, default=PAPER_STEPS)
-  parser.add_argument("--margin", type=float, default=60.0,
-                      help="seconds kept for compiling, the final checkpoint and packing")
+  parser.add_argument("--margin", type=float, default=30.0,
+                      help="seconds kept after the plan's end (loading, writing, slack)")
+  parser.add_argument("--max_runs", type=int, default=0, help="plan at most this many (0: no cap)")
+  parser.add_argument("--sizes", default="",
+                      help="the two population sizes to time (default 4,24; smoke 1,2)")
+  parser.add_argument("--matmul_precision", choices=PRECISIONS, default="default",
+                      help="jax.default_matmul_precision of training (part of each run's key; "
+                           "the estimator and the loss stay float32)")
   return parser.parse_args(argv)
 
 
-def settings(smoke: bool) -> dict:
-  if smoke:
-    return {"batch_size": 32, "subsample": [1, 2, 4, 4, 4], "betas": [1.0, 6.0], "seeds": [0],
-            "eval_samples": 300, "max_steps": 8, "min_steps": 2, "timed_steps": 2}
-  return {"batch_size": 2048, "subsample": [1, 1, 1, 1, 1], "betas": [1.0, 2.0, 4.0, 6.0, 8.0, 10.0],
-          "seeds": [0, 1], "eval_samples": 10_000, "max_steps": PAPER_STEPS, "min_steps": None,
-          "timed_steps": 10}
+def write_json(path: pathlib.Path, data) -> None:
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(data, indent=2, default=str))
+  os.replace(tmp, path)
 
 
-def index_priority(s: dict) -> list[int]:
-  """Grid positions in the order the planner keeps them (those of BETA_PRIORITY)."""
-  return [s["betas"].index(b) for b in BETA_PRIORITY if b in s["betas"]]
+def append_line(path: pathlib.Path, text: str) -> None:
+  """Appends and syncs: the line survives the job being killed after it."""
+  with open(path, "a") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
 
 
-def sweep_args(s: dict, steps: int, indices, methods: list[str], root: pathlib.Path,
-               out: pathlib.Path) -> list[str]:
-  """scripts/sweep.py's arguments for grid positions ``indices`` of every method."""
-  import sweep
-  values = []
-  for m in methods:
-    if sweep.METHODS[m].param != "beta":
-      grid = sweep.METHODS[m].grid
-      values += ["--values", f"{m}=" + ",".join(f"{grid[i]:g}" for i in indices)]
-  return ["--steps", str(steps), "--eval_steps", "", "--methods", ",".join(methods),
-          "--betas", ",".join(f"{s['betas'][i]:g}" for i in indices), *values,
-          "--seeds", ",".join(map(str, s["seeds"])), "--batch_size", str(s["batch_size"]),
-          "--subsample", ",".join(map(str, s["subsample"])), "--eval_samples", str(s["eval_samples"]),
-          "--checkpoint_every", str(steps), "--skip_other_metrics", "--no_export",
-          "--root", str(root), "--out", str(out)]
+def append_row(path: pathlib.Path, row: dict) -> None:
+  import io
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=gpu_queue.ROW_COLUMNS)
+  if not path.is_file():
+    writer.writeheader()
+  writer.writerow(row)
+  append_line(path, buffer.getvalue())
+
+
+def population_base(settings: gpu_queue.Settings, r: gpu_queue.Run, steps: int):
+  """The shared config of ``r``'s population, for ``steps`` steps."""
+  base = sweep.base_config(gpu_queue.sweep_args(settings), steps, r.method)
+  base.dataset.name = settings.dataset
+  base.log_every_steps = min(LOG_EVERY, steps)
+  base.checkpoint_every_steps = steps
+  return base
+
+
+def members_of(settings: gpu_queue.Settings, runs) -> list[population.Member]:
+  capacity_steps = gpu_queue.sweep_args(settings).capacity_steps
+  return [population.Member(r.name, sweep.member_overrides(r.method, r.value, r.seed,
+                                                           capacity_steps)) for r in runs]
 
 
 def mlp_flops_per_image(params) -> float:
@@ -100,160 +131,188 @@ def mlp_flops_per_image(params) -> float:
              if leaf.ndim == 2)
 
 
-def timed_steps(step, state, num: int) -> float:
-  """Seconds per call of ``step(state, t) -> (state, metrics)`` after one warm-up."""
-  state, m = step(state, 0)
-  jax.block_until_ready(m["loss"])
-  t0 = time.perf_counter()
-  for t in range(1, num + 1):
-    state, m = step(state, t)
-  jax.block_until_ready(m["loss"])
-  return (time.perf_counter() - t0) / num
-
-
-def measure(s: dict, sweep, dataset, methods: list[str]) -> dict:
-  """(c): single-run and full-grid population step times, one run's evaluation.
-
-  With FactorVAE in ``methods``, its runs (a second population) are counted
-  at the cost of the others'."""
-  def grid_members(indices):
-    args = sweep.parse_args(sweep_args(s, 1, indices, methods, ROOT / "unused", ROOT / "unused"))
-    groups = sweep.members(args)
-    plain = groups.get(pathlib.Path(args.root)) or next(iter(groups.values()))
-    return sweep.base_config(args, 1), plain, sum(len(g) for g in groups.values())
-
-  base, members, num_members = grid_members(list(range(len(s["betas"]))))
-  configs = population.validate_population(base, members)
-  b, n = s["batch_size"], len(dataset)
+def measure(settings, runs, dataset, sizes: tuple[int, int], timed: int) -> tuple[dict, dict]:
+  """Step seconds of populations of ``sizes`` runs (the first pending
+  population's runs, repeated as needed), the compile time, and one run's
+  evaluation (twice: the first compiles). Returns (measured, profile)."""
+  group = gpu_queue.populations(runs)[0]
+  base = population_base(settings, group[0], timed + 1)
   images = jax.device_put(dataset.images)
-  steps = s["timed_steps"] + 1
-  pop_step = jax.jit(population.population_step_from_indices)
-
-  def population_seconds(chosen):
-    states, keys = population.create_population_state(chosen, dataset.observation_shape, n)
+  step = jax.jit(population.population_step_from_indices, donate_argnums=0)
+  points, profile = [], {}
+  for k in sizes:
+    chosen = [group[i % len(group)] for i in range(k)]
+    members = [dataclasses.replace(m, name=f"m{i}") for i, m in
+               enumerate(members_of(settings, chosen))]
+    configs = population.validate_population(base, members)
+    states, keys = population.create_population_state(configs, dataset.observation_shape,
+                                                      len(dataset))
     indices = jax.device_put(population.member_batch_indices(
-        [c.seed for c in chosen], 0, steps, b, n))
-    seconds = timed_steps(lambda st, t: pop_step(st, images, indices, np.int32(t), keys), states,
-                          s["timed_steps"])
-    return seconds, states, keys, indices
-
-  t_pop, states, keys, indices = population_seconds(configs)
-  single_step = jax.jit(lambda st, imgs, rows, key: train_lib.train_step(st, imgs[rows], key))
-  one = next((k for k, c in enumerate(configs) if c.objective.name == "betatc"), 0)
-  single = population.unstack(states, one)
-  t_single = timed_steps(lambda st, t: single_step(st, images, indices[t, one], keys[one]), single,
-                         s["timed_steps"])
-  small_base, small_members, _ = grid_members([index_priority(s)[0]])
-  small = population.validate_population(small_base, small_members)
-  t_small = population_seconds(small)[0] if len(small) < len(configs) else t_pop
-  flops = mlp_flops_per_image(single.params) * b
-  kind = jax.devices()[0].device_kind
-  peak = next((v for k, v in TF32_PEAK.items() if k in kind), None)
-  del states, indices, images
-  # Evaluated twice: the first includes compiling (on an H200, 32 s of which
-  # ~20 s compilation), the rest of the runs cost what the second does.
+        [c.seed for c in configs], 0, timed + 1, base.batch_size, len(dataset)))
+    t0 = time.perf_counter()
+    compiled = step.lower(states, images, indices, np.int32(0), keys).compile()
+    compile_seconds = time.perf_counter() - t0
+    states, m = compiled(states, images, indices, np.int32(0), keys)
+    jax.block_until_ready(m["loss"])
+    t0 = time.perf_counter()
+    for t in range(1, timed + 1):
+      states, m = compiled(states, images, indices, np.int32(t), keys)
+    jax.block_until_ready(m["loss"])
+    seconds = (time.perf_counter() - t0) / timed
+    points.append({"runs": k, "step_seconds": seconds, "compile_seconds": compile_seconds})
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    flops = mlp_flops_per_image(population.unstack(states.params, 0)) * base.batch_size * k
+    kind = jax.devices()[0].device_kind
+    peak = next((v for name, v in TF32_PEAK.items() if name in kind), None)
+    profile[str(k)] = {"step_seconds": seconds, "xla_flops": cost.get("flops"),
+                       "xla_bytes_accessed": cost.get("bytes accessed"),
+                       "dense_layer_flops": flops, "achieved_tflops": flops / seconds / 1e12,
+                       "tf32_peak_fraction": flops / seconds / peak if peak else None}
+    del states
+  one = population.member_config(base, members_of(settings, group[:1])[0])
+  fresh, _ = population.create_population_state([one], dataset.observation_shape, len(dataset))
+  params = jax.device_get(population.unstack(fresh.params, 0))
   eval_times = []
   for _ in range(2):
     t0 = time.perf_counter()
-    evaluate.evaluate_params(configs[one], jax.device_get(single.params), dataset, step=0,
-                             other_metrics=False)
+    population.evaluate_member(one, "untrained", params, 0, dataset)
     eval_times.append(time.perf_counter() - t0)
-  return {"device": str(jax.devices()[0]), "device_kind": kind, "members": num_members,
-          "batch_size": b, "single_step_seconds": t_single,
-          "single_images_per_sec": b / t_single,
-          "single_tflops": flops / t_single / 1e12,
-          "single_tf32_peak_fraction": (flops / t_single / peak) if peak else None,
-          "population_step_seconds": t_pop,
-          "small_population_members": len(small), "small_population_step_seconds": t_small,
-          "population_images_per_sec": b * len(configs) / t_pop,
-          "population_vs_single_speedup": t_single * len(configs) / t_pop,
-          "eval_first_seconds": eval_times[0], "eval_seconds_per_run": eval_times[1]}
+  measured = {"device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+              "batch_size": base.batch_size, "population": group[0].population[0],
+              "points": points, "compile_seconds": max(p["compile_seconds"] for p in points),
+              "eval_first_seconds": eval_times[0], "eval_seconds_per_run": eval_times[1]}
+  return measured, profile
 
 
-def plan(s: dict, measured: dict, seconds_left: float, min_steps: int) -> dict:
-  """(d): the most grid positions (β values), then the most steps, that fit ``seconds_left``."""
-  k_full, per_index = measured["members"], measured["members"] // len(s["betas"])
-  priority = index_priority(s)
-  chosen = None
-  for count in range(len(s["betas"]), 0, -1):
-    indices = sorted(priority[:count])
-    k = per_index * len(indices)
-    k_small, t_small = measured["small_population_members"], measured["small_population_step_seconds"]
-    t_full = measured["population_step_seconds"]
-    step_seconds = t_small + (t_full - t_small) * (k - k_small) / max(k_full - k_small, 1)
-    eval_seconds = measured.get("eval_first_seconds", 0.0) + measured["eval_seconds_per_run"] * k
-    train_seconds = seconds_left - eval_seconds
-    steps = int(min(s["max_steps"], max(0.0, train_seconds) / step_seconds))
-    steps = steps - steps % 100 if steps >= 200 else steps
-    chosen = {"indices": indices, "betas": [s["betas"][i] for i in indices], "members": k,
-              "steps": steps, "step_seconds": step_seconds, "seconds_left": seconds_left}
-    if steps >= min_steps:
-      break
-  return chosen
+def plan_runs(pending, measured: dict, seconds_left: float, max_runs: int) -> list:
+  step_seconds = gpu_queue.linear_step_seconds(
+      [(p["runs"], p["step_seconds"]) for p in measured["points"]])
+  runs = pending[:max_runs] if max_runs else pending
+  return gpu_queue.fit(runs, seconds_left, step_seconds, measured["eval_seconds_per_run"],
+                       measured["compile_seconds"])
 
 
-def pack(root: pathlib.Path, results: pathlib.Path, out: pathlib.Path, extra: dict) -> None:
-  """(f): the small outputs as files, everything else in one tar.gz."""
-  (results / "plan.json").write_text(json.dumps(extra, indent=2))
-  evals = {p.parent.parent.name: json.loads(p.read_text())
-           for p in sorted(root.glob("**/members/*/evals/step_*.json"))}
-  (results / "evals.json").write_text(json.dumps(evals, indent=1))
-  for name in ("results.csv", "summary.md", "mig_vs_beta.png", "tc_vs_mig.png", "methods.png",
-               "plan.json"):
-    if (results / name).is_file():
-      shutil.copyfile(results / name, out / name)
-  with tarfile.open(out / "results_paper.tar.gz", "w:gz") as tar:
-    tar.add(results, arcname="results_paper")
+def job_id(kind: str, commit: str) -> str:
+  now = datetime.datetime.now(datetime.timezone.utc)
+  short = kind.split()[-1].lower() if kind else "cpu"
+  return f"{now:%Y-%m-%dT%H%MZ}-{short}-{commit[:7] or 'nocommit'}"
+
+
+def git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+  except OSError:
+    return ""
+
+
+def train_and_evaluate(settings, chosen, measured, dataset, work: pathlib.Path, out: pathlib.Path,
+                       deadline: float, margin: float, info: dict) -> int:
+  """Step 4 and 5 for every population of ``chosen``; returns the rows written."""
+  step_seconds = gpu_queue.linear_step_seconds(
+      [(p["runs"], p["step_seconds"]) for p in measured["points"]])
+  groups = gpu_queue.populations(chosen)
+  eval_seconds = measured["eval_seconds_per_run"]
+  written = 0
+  precision = (jax.default_matmul_precision(settings.matmul_precision)
+               if settings.matmul_precision != "default" else contextlib.nullcontext())
+  for i, group in enumerate(groups):
+    later = groups[i + 1:]
+    reserve = eval_seconds * sum(len(g) for g in groups[i:]) + sum(
+        measured["compile_seconds"] + g[0].steps * step_seconds(len(g)) for g in later)
+    train_deadline = deadline - margin - reserve
+    base = population_base(settings, group[0], group[0].steps)
+    members = members_of(settings, group)
+    workdir = work / f"population_{i}"
+    t0 = time.perf_counter()
+    print(f"population {i}: {len(group)} runs ({group[0].population[0]}), {group[0].steps} steps",
+          flush=True)
+    with precision:
+      states, _ = population.train_population(base, members, workdir, dataset=dataset,
+                                              on_non_finite="freeze", deadline=train_deadline,
+                                              save_checkpoints=False)
+    train_seconds = time.perf_counter() - t0
+    frozen = population.frozen_members(workdir)
+    params = jax.device_get(states.params)
+    configs = population.validate_population(base, members)
+    info["populations"].append({"runs": [r.name for r in group], "train_seconds": train_seconds,
+                                "steps": [int(s) for s in states.step], "frozen": frozen})
+    for k, (r, config) in enumerate(zip(group, configs)):
+      t0 = time.perf_counter()
+      result = population.evaluate_member(config, r.name, population.unstack(params, k),
+                                          int(states.step[k]), dataset, frozen=frozen.get(r.name))
+      row = gpu_queue.result_row(r, result, train_seconds=f"{train_seconds:.1f}",
+                                 eval_seconds=f"{time.perf_counter() - t0:.1f}",
+                                 device=measured["device_kind"], date=info["date"],
+                                 job=info["job"])
+      append_row(out / "rows.csv", row)
+      append_line(out / "evals.jsonl", json.dumps(
+          {"key": dict(r.key), "method": r.method, "experiment": r.experiment,
+           "result": result}, default=float) + "\n")
+      written += 1
+      print(f"  {r.name} step {row['steps']}: "
+            + (f"MIG {row['mig']:.3f} TC {row['tc']:.2f}" if row["mig"] != "" else "not evaluated")
+            + (f", frozen at step {row['frozen_at_step']}" if row["frozen_at_step"] else ""),
+            flush=True)
+    write_json(out / "plan.json", info)
+  return written
 
 
 def main(argv=None):
   args = parse_args(argv)
   start = time.time()
   deadline = float(os.environ.get("PAPER_SWEEP_DEADLINE", start + args.budget))
-  s = settings(args.smoke)
-  min_steps = s["min_steps"] or args.min_steps
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   work = pathlib.Path(os.environ.get("PAPER_SWEEP_WORK", ROOT / "workdirs" / "paper_sweep"))
   if work.exists():
     shutil.rmtree(work)
-  root, results = work / "runs", work / "results_paper"
-  import sweep
-  from betatc_jax.data import load_dataset
 
+  overrides = dict(SMOKE) if args.smoke else {}
+  settings, runs = gpu_queue.load_queue(args.queue, overrides=overrides,
+                                        matmul_precision=args.matmul_precision)
+  done_rows = gpu_queue.read_rows(pathlib.Path(args.results))
+  pending = gpu_queue.pending(runs, done_rows)
+  commit = git_commit()
+  kind = jax.devices()[0].device_kind
+  info = {"job": job_id(kind, commit), "commit": commit,
+          "date": datetime.date.today().isoformat(), "device_kind": kind,
+          "settings": dataclasses.asdict(settings), "queue_runs": len(runs),
+          "pending_runs": len(pending), "populations": []}
+  print(f"queue: {len(runs)} runs, {len(pending)} pending", flush=True)
+  if not pending:
+    info["plan"] = []
+    write_json(out / "plan.json", info)
+    print("the queue is done: nothing to train", flush=True)
+    return 0
+
+  from betatc_jax.data import load_dataset
   t0 = time.time()
-  dataset = load_dataset("dsprites", subsample=tuple(s["subsample"]))
+  dataset = load_dataset(settings.dataset, subsample=tuple(settings.subsample))
   print(f"dataset: {len(dataset)} images in {time.time() - t0:.0f} s", flush=True)
-  methods = args.methods.split(",")
-  unknown = sorted(set(methods) - set(sweep.METHODS))
-  if unknown:
-    print(f"unknown method(s) {unknown}; choose from {sorted(sweep.METHODS)}", flush=True)
-    return 2
-  measured = measure(s, sweep, dataset, methods)
+  sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else (
+      (1, 2) if args.smoke else (4, 24))
+  measured, profile = measure(settings, pending, dataset, sizes, timed=2 if args.smoke else 20)
+  write_json(out / "profile.json", profile)
   print("measured " + json.dumps(measured), flush=True)
-  chosen = plan(s, measured, deadline - time.time() - args.margin, min_steps)
-  print("plan " + json.dumps(chosen), flush=True)
-  info = {"measured": measured, "plan": chosen, "settings": s, "min_steps": min_steps,
-          "methods": methods}
-  if chosen["steps"] < 1:
-    print("no time left to train anything", flush=True)
-    results.mkdir(parents=True, exist_ok=True)
-    pack(root, results, out, info)
+  seconds_left = deadline - time.time() - args.margin
+  chosen = plan_runs(pending, measured, seconds_left, args.max_runs)
+  info.update(measured=measured, seconds_left=seconds_left,
+              plan=[{"name": r.name, "experiment": r.experiment, "steps": r.steps}
+                    for r in chosen])
+  write_json(out / "plan.json", info)
+  print(f"plan: {len(chosen)} runs in {len(gpu_queue.populations(chosen))} populations: "
+        + ", ".join(r.name for r in chosen), flush=True)
+  if not chosen:
+    print("no time left for the next run", flush=True)
     return 1
-  t0 = time.time()
-  argv_sweep = sweep_args(s, chosen["steps"], chosen["indices"], methods, root, results)
-  code = sweep.main(argv_sweep)
-  info.update(sweep_seconds=time.time() - t0, sweep_command="python scripts/sweep.py " +
-              " ".join(argv_sweep), total_seconds=time.time() - start,
-              timing=json.loads((root / "timing.json").read_text()))
-  try:
-    info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip()
-  except OSError:
-    pass
-  pack(root, results, out, info)
-  print(f"done in {time.time() - start:.0f} s; outputs in {out}", flush=True)
-  return code
+  written = train_and_evaluate(settings, chosen, measured, dataset, work, out, deadline,
+                               args.margin / 2, info)
+  info.update(rows_written=written, total_seconds=time.time() - start)
+  write_json(out / "plan.json", info)
+  print(f"done in {time.time() - start:.0f} s: {written} rows in {out / 'rows.csv'}", flush=True)
+  return 0
 
 
 if __name__ == "__main__":
