@@ -57,7 +57,7 @@ rewrites the outputs from what exists. A different grid needs a different ROOT.
 
 Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
   python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
-      --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out results_paper
+      --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out results_sweep_paper
 """
 
 from __future__ import annotations
