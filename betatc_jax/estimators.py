@@ -64,6 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from betatc_jax import inputs
+
 Estimator = Literal["mss", "mws", "reference", "official_mss"]
 ESTIMATORS: tuple[str, ...] = ("mss", "mws", "reference", "official_mss")
 REFERENCE_CODE = ESTIMATORS.index("reference")
@@ -277,7 +279,8 @@ def kl_decomposition(
   marginal_estimator = estimator if marginal_estimator is None else marginal_estimator
   _check_sizes(batch_size, dataset_size, estimator)
   _check_sizes(batch_size, dataset_size, marginal_estimator)
-  chex.assert_type([z, mu, logvar], float)
+  with inputs.shape_errors_as_value_errors():
+    chex.assert_type([z, mu, logvar], float)
 
   log_q_zx = gaussian_log_density(z, mu, logvar).sum(-1)             # [B]
   log_p_z = gaussian_log_density(z, 0.0, 0.0).sum(-1)                # [B]

@@ -96,11 +96,13 @@ def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
 
 def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTruthDataset, *,
                     step: int, workdir: pathlib.Path | None = None,
-                    other_metrics: bool = True) -> dict[str, Any]:
+                    other_metrics: bool = True, progress: bool = False) -> dict[str, Any]:
   """All metrics of ``params`` on ``dataset``; writes eval.json and plots if
   ``workdir`` is given. ``other_metrics=False`` computes only the paper's
   (MIG and the ELBO decomposition) and skips ``OTHER_METRICS`` (FactorVAE,
   DCI, SAP, modularity/explicitness, β-VAE score: ~30 s at 92k points).
+  ``progress`` shows a bar over the phases (encoding and the ELBO
+  decomposition, MIG, the other metrics, the plots).
 
   A dataset without ground-truth factors (your own images) gets the ELBO
   decomposition, log p(x|z) and the per-latent KL; the supervised metrics
@@ -115,15 +117,20 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   rng = np.random.default_rng(config.seed + 7)
   num_samples = config.eval.num_samples
 
+  phases = PhaseBar(["encoding, ELBO decomposition", "MIG", "other metrics", "plots"],
+                    enabled=progress)
   mu, logvar, unsupervised = _unsupervised_metrics(model, params, dataset, keys[0], num_samples,
                                                    config.objective.likelihood)
   decomposition, log_px, kl_per_dim = (unsupervised[k] for k in ("decomposition", "log_px",
                                                                  "kl_per_dim"))
+  phases.next()
   exclude = (0,) if config.dataset.name in ("dsprites", "tfds:dsprites") else ()
   mig = metrics.mig(mu, logvar, dataset.factors, dataset.factor_sizes, key=keys[1],
                     num_samples=num_samples, exclude=exclude)
   hist = metrics.mig_histogram(mu, dataset.factors, exclude=exclude)
+  phases.next()
   others = _other_metrics(mu, dataset, rng) if other_metrics else dict.fromkeys(OTHER_METRICS)
+  phases.next()
 
   result = {
       "step": int(step),
@@ -147,8 +154,29 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
     (workdir / "eval.json").write_text(json.dumps(result, indent=2))
     plotting.save_latent_vs_factor(workdir / "latent_vs_factor.png", mu, dataset,
                                    np.flatnonzero(kl_per_dim > ACTIVE_KL))
-    plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config)
+    plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
+                             kl_per_dim=kl_per_dim)
+  phases.close()
   return result
+
+
+class PhaseBar:
+  """A tqdm bar over named phases: ``next()`` ends the current one."""
+
+  def __init__(self, names: list[str], enabled: bool):
+    import tqdm
+    self._names = names
+    self._bar = tqdm.tqdm(total=len(names), desc=f"evaluating: {names[0]}", unit="phase",
+                          disable=not enabled, dynamic_ncols=True)
+
+  def next(self) -> None:
+    self._bar.update(1)
+    if self._bar.n < len(self._names):
+      self._bar.set_description(f"evaluating: {self._names[self._bar.n]}")
+
+  def close(self) -> None:
+    self._bar.update(len(self._names) - self._bar.n)
+    self._bar.close()
 
 
 # The metrics of disentanglement_lib's comparisons, on the posterior means of
@@ -208,7 +236,8 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
     workdir = pathlib.Path(workdir)
     (workdir / "eval.json").write_text(json.dumps(result, indent=2))
     plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
-                             latent_order=np.argsort(-kl_per_dim, kind="stable"))
+                             latent_order=np.argsort(-kl_per_dim, kind="stable"),
+                             kl_per_dim=kl_per_dim)
   return result
 
 

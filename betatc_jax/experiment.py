@@ -16,17 +16,19 @@ import ml_collections
 from betatc_jax import evaluate, train_lib
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_lib.TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> train_lib.TrainState:
   """``train_lib.train``, then (with ``config.eval.at_end``, on the chief
   process) ``evaluate.evaluate_params``: eval.json, plots and a printed table.
 
   Raises:
     What ``train_lib.train`` raises.
   """
-  state = train_lib.train(config, workdir)
+  state = train_lib.train(config, workdir, allow_config_change=allow_config_change)
   if config.eval.at_end and jax.process_index() == 0:
     dataset = train_lib.dataset_from_config(config)
     result = evaluate.evaluate_params(config, jax.device_get(state.params), dataset,
-                                      step=int(state.step), workdir=pathlib.Path(workdir))
+                                      step=int(state.step), workdir=pathlib.Path(workdir),
+                                      progress=bool(config.progress_bar))
     print(evaluate.format_table(result), flush=True)
   return state

@@ -40,15 +40,22 @@ class MetricWriter:
 
 
 class ProgressBar:
-  """tqdm over the training steps showing the step, steps/s and the loss."""
+  """tqdm over the training steps showing the step, steps/s, the
+  reconstruction term, the analytic KL and the TC estimate (labelled with a
+  biased estimator's name: MWS's TC carries a batch-size-dependent offset of
+  up to ~(D−1)·log N at small B, so only its changes are readable)."""
 
-  def __init__(self, start: int, total: int, enabled: bool = True):
+  def __init__(self, start: int, total: int, enabled: bool = True, tc_label: str = "tc"):
     self._bar = tqdm.tqdm(total=total, initial=start, unit="step", disable=not enabled,
                           dynamic_ncols=True)
+    self._tc_label = tc_label
 
   def update(self, steps: int, row: dict[str, Any]) -> None:
-    self._bar.set_postfix(loss=f"{row['loss']:.2f}", tc=f"{row.get('tc', float('nan')):.2f}",
-                          refresh=False)
+    shown = {"recon": f"{row['recon']:.1f}", "kl": f"{row['kl']:.2f}"} if "recon" in row else {
+        "loss": f"{row['loss']:.2f}"}
+    if "tc" in row:
+      shown[self._tc_label] = f"{row['tc']:.2f}"
+    self._bar.set_postfix(shown, refresh=False)
     self._bar.update(steps)
 
   def close(self) -> None:

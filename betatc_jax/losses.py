@@ -1,7 +1,7 @@
 """The β-TCVAE objective, and the baselines it is compared with (β-VAE,
 FactorVAE's VAE side, DIP-VAE-I/II, the annealed VAE), as pure functions of arrays.
 
-Imports only jax and chex (through ``estimators``), so the loss can be used in
+Imports only jax, numpy and chex (through ``estimators`` and ``inputs``), so the loss can be used in
 any JAX training loop.
 """
 
@@ -13,7 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from betatc_jax import estimators
+from betatc_jax import estimators, inputs
 
 Likelihood = Literal["bernoulli", "clamped_bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli", "gaussian")
@@ -68,8 +68,14 @@ def reconstruction_nll(
 
   Returns:
     [B] per-sample negative log-likelihoods.
+
+  Raises:
+    ValueError: for mismatched shapes, integer ``x``, or (outside jit, for
+      the Bernoulli likelihoods) ``x`` outside [0, 1].
   """
-  chex.assert_equal_shape([x, decoder_out])
+  inputs.check_images(x, "the objective (its x)", unit_range=likelihood in LOGIT_LIKELIHOODS)
+  with inputs.shape_errors_as_value_errors():
+    chex.assert_equal_shape([x, decoder_out])
   if likelihood == "bernoulli":
     # BCE(l, x) = softplus(l) − x·l, the stable form of −x log σ(l) − (1−x) log σ(−l).
     per_pixel = jax.nn.softplus(decoder_out) - x * decoder_out
@@ -198,7 +204,8 @@ def dip_covariance(mu: jax.Array, logvar: jax.Array, include_variance: jax.Array
   aggregate posterior q(z) = mean_B N(μ, σ²) (DIP-VAE-II, 1). Cov_B uses
   the 1/B (biased) normalisation, as disentanglement_lib.
   """
-  chex.assert_rank([mu, logvar], 2)
+  with inputs.shape_errors_as_value_errors():
+    chex.assert_rank([mu, logvar], 2)
   centred = mu - mu.mean(axis=0, keepdims=True)
   cov = centred.T @ centred / mu.shape[0]
   return cov + jnp.asarray(include_variance, cov.dtype) * jnp.diag(jnp.exp(logvar).mean(axis=0))
@@ -227,8 +234,10 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl (+ the
   ``extra(kl) -> (weighted terms, their metrics)``), and its terms."""
-  chex.assert_rank([mu, logvar, z], 2)
-  chex.assert_equal_shape([mu, logvar, z])
+  with inputs.shape_errors_as_value_errors():
+    chex.assert_rank([mu, logvar, z], 2)
+  with inputs.shape_errors_as_value_errors():
+    chex.assert_equal_shape([mu, logvar, z])
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator,
                                       marginal_estimator=marginal_estimator)
@@ -373,7 +382,8 @@ def beta_vae_objective(
     (loss, metrics) with ``loss``, ``recon``, ``kl``, ``elbo`` (and ``mi``,
     ``tc``, ``dim_kl`` when ``z`` is given).
   """
-  chex.assert_equal_shape([mu, logvar])
+  with inputs.shape_errors_as_value_errors():
+    chex.assert_equal_shape([mu, logvar])
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   kl = jnp.mean(estimators.gaussian_kl_to_standard_normal(mu, logvar))
   loss = recon + beta * kl

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from betatc_jax import inputs
 from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d, Dense
 from betatc_jax.losses import LOGIT_LIKELIHOODS
 
@@ -193,7 +194,13 @@ class VAE(nn.Module):
       self.decoder = ConvDecoder(channels, self.conv_impl)
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x: [B, H, W, C] float -> (mu, logvar), each [B, D]."""
+    """x: [B, H, W, C] float in [0, 1] -> (mu, logvar), each [B, D].
+
+    Raises:
+      ValueError: for another shape, integer images, or (outside jit)
+        values outside [0, 1].
+    """
+    inputs.check_images(x, "VAE.encode")
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
       raise ValueError(
           f"Expected images of shape [B, {', '.join(map(str, self.image_shape))}] "
@@ -203,7 +210,8 @@ class VAE(nn.Module):
 
   def decode(self, z: jax.Array) -> jax.Array:
     """z: [B, D] -> [B, H, W, C] decoder output (logits, or the tanh mean)."""
-    chex.assert_shape(z, (None, self.latent_dim))
+    with inputs.shape_errors_as_value_errors():
+      chex.assert_shape(z, (None, self.latent_dim))
     out = self.decoder(z)
     return jnp.tanh(out) if self.output_activation == "tanh" else out
 

@@ -28,13 +28,36 @@ def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
   return grid
 
 
-def save_grid(path: pathlib.Path, images: np.ndarray) -> None:
-  """Saves image_grid(images) as a PNG (grayscale for one channel)."""
+def save_grid(path: pathlib.Path, images: np.ndarray, row_labels: list[str] | None = None
+              ) -> None:
+  """Saves image_grid(images) as a PNG (grayscale for one channel), with
+  ``row_labels`` (one per row of images) on the left if given."""
   grid = np.clip(image_grid(np.asarray(images, np.float32)), 0.0, 1.0)
-  if grid.shape[-1] == 1:
-    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    plt.imsave(path, grid)
+  gray = grid.shape[-1] == 1
+  if row_labels is None:
+    plt.imsave(path, grid[..., 0] if gray else grid, **({"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
+                                                         if gray else {}))
+    return
+  if len(row_labels) != images.shape[0]:
+    raise ValueError(f"{len(row_labels)} row labels for {images.shape[0]} rows")
+  height, width = grid.shape[:2]
+  fig = plt.figure(figsize=(width / 100 + 1.1, height / 100), dpi=100)
+  ax = fig.add_axes((1.1 / (width / 100 + 1.1), 0, 1 - 1.1 / (width / 100 + 1.1), 1))
+  ax.imshow(grid[..., 0] if gray else grid, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
+            interpolation="nearest")
+  rows = images.shape[0]
+  ax.set_yticks((np.arange(rows) + 0.5) * height / rows, row_labels, fontsize=7)
+  ax.set_xticks([])
+  for spine in ax.spines.values():
+    spine.set_visible(False)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def traversal_labels(latents: np.ndarray, kl_per_dim: np.ndarray | None) -> list[str]:
+  """Row labels of a traversal: ``z<j>`` and, when known, its KL to the prior."""
+  return [f"z{j}" + (f"  KL {kl_per_dim[j]:.2f}" if kl_per_dim is not None else "")
+          for j in latents]
 
 
 def _to_unit(decoder_out: jax.Array, likelihood: str) -> np.ndarray:
@@ -50,9 +73,11 @@ def _eval_images(dataset: GroundTruthDataset, config) -> jax.Array:
 
 
 def save_traversals(path: pathlib.Path, model: models.VAE, params, dataset: GroundTruthDataset,
-                    config, latent_order: np.ndarray | None = None) -> None:
+                    config, latent_order: np.ndarray | None = None,
+                    kl_per_dim: np.ndarray | None = None) -> None:
   """Row j sweeps z_j over [−r, r] from the posterior mean of one image, the
-  other latents fixed; rows in ``latent_order`` (default: j = 0, 1, …)."""
+  other latents fixed; rows in ``latent_order`` (default: j = 0, 1, …),
+  each labelled ``z<j>`` with its KL (nats, from ``kl_per_dim``) when given."""
   variables = {"params": params}
   mu, _ = model.apply(variables, _eval_images(dataset, config)[:1], method="encode")
   d, steps, r = config.model.latent_dim, config.eval.traversal_steps, config.eval.traversal_range
@@ -62,7 +87,8 @@ def save_traversals(path: pathlib.Path, model: models.VAE, params, dataset: Grou
   images = _to_unit(model.apply(variables, z.reshape(d * steps, d), method="decode"),
                     config.objective.likelihood)
   grid = images.reshape((d, steps) + images.shape[1:])
-  save_grid(path, grid if latent_order is None else grid[np.asarray(latent_order)])
+  order = np.arange(d) if latent_order is None else np.asarray(latent_order)
+  save_grid(path, grid[order], row_labels=traversal_labels(order, kl_per_dim))
 
 
 def write_training_pngs(workdir: pathlib.Path, model: models.VAE, params, dataset: GroundTruthDataset,

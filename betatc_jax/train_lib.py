@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -127,9 +129,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       (model.posterior_scale in models.POSTERIOR_SCALES,
        f"model.posterior_scale must be one of {models.POSTERIOR_SCALES}, "
        f"got {model.posterior_scale!r}"),
-      (config.batch_size >= 1, f"batch_size must be >= 1, got {config.batch_size}"),
-      (config.batch_size >= 2 or {obj.estimator, obj.marginal_estimator or "mws"} == {"mws"},
-       f"batch_size must be >= 2 for the {obj.estimator!r} estimator, got {config.batch_size}"),
+      (config.batch_size >= 2,
+       f"batch_size must be >= 2 (with one sample every estimator's log q(z) is that sample's "
+       f"own posterior, so TC and MI are constants and β has no effect), got "
+       f"{config.batch_size}"),
       (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}"),
       (config.lr_schedule in LR_SCHEDULES,
        f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}"),
@@ -415,6 +418,64 @@ def jit_train_step(mesh: jax.sharding.Mesh, state_sharding: Any) -> Callable:
 
 # ------------------------------------------------------------------ the loop
 
+# Keys a rerun in the same workdir may change freely: the step budget (how a
+# run is extended) and what only changes what is logged, saved or evaluated.
+FREE_TO_CHANGE = ("num_train_steps", "progress_bar", "log_every_steps", "checkpoint_every_steps",
+                  "keep_checkpoints", "eval.")
+
+
+class ConfigChangedError(ValueError):
+  """The workdir holds a run of another config."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """SIGINT or SIGTERM: a checkpoint of ``step`` was saved; rerun to resume."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"interrupted at step {step}; rerun the same command to resume "
+                     f"(workdir {workdir})")
+    self.step = step
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def config_changes(saved: Mapping[str, Any], config: ml_collections.ConfigDict
+                   ) -> dict[str, list[Any]]:
+  """key -> [saved value, new value] for every key that differs, except
+  ``FREE_TO_CHANGE`` (keys, and ``eval.*``)."""
+  old, new = _flatten(saved), _flatten(json.loads(config.to_json()))
+  return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys())
+          if old.get(k) != new.get(k) and not k.startswith(FREE_TO_CHANGE)}
+
+
+def check_workdir_config(workdir: pathlib.Path, config: ml_collections.ConfigDict,
+                         allow_config_change: bool) -> dict[str, list[Any]]:
+  """The changes from ``workdir/config.json`` to ``config``.
+
+  Raises:
+    ConfigChangedError: when there are changes and ``allow_config_change``
+      is False; the message lists them.
+  """
+  path = workdir / "config.json"
+  if not path.is_file():
+    return {}
+  changes = config_changes(json.loads(path.read_text()), config)
+  if changes and not allow_config_change:
+    listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    raise ConfigChangedError(
+        f"{workdir} holds a run of another config ({listed}). Use a new workdir, or pass "
+        "--allow_config_change to continue this run with the changes.")
+  return changes
+
+
 class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/inf; the run stopped."""
 
@@ -483,13 +544,43 @@ def mean_row(host: list[dict[str, np.ndarray]]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+class _InterruptFlag:
+  """Sets ``raised`` on SIGINT/SIGTERM while installed (main thread only),
+  so the loop can stop at a step boundary; ``restore`` puts the previous
+  handlers back."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def restore(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *,
+          allow_config_change: bool = False) -> TrainState:
   """Trains (resuming from ``workdir/checkpoints`` if there is one) and writes
   metrics.jsonl, TensorBoard events and PNGs to ``workdir``. Evaluation is
   ``betatc_jax.experiment.train_and_evaluate``.
 
+  A rerun in the same workdir continues the run: ``num_train_steps`` may
+  grow; any other change is refused unless ``allow_config_change``, and an
+  allowed change is recorded in metrics.jsonl (``{"step", "config_change"}``).
+  SIGINT or SIGTERM saves a checkpoint at the current step and raises
+  ``TrainingInterrupted``.
+
   Raises:
-    ValueError: for an invalid config, before any work.
+    ValueError: for an invalid config or model/image mismatch, before the
+      workdir is touched; ``ConfigChangedError`` for a workdir of another
+      config.
+    TrainingInterrupted: on SIGINT/SIGTERM, after the checkpoint.
     checkpointing.CheckpointError: for a checkpoint that cannot be restored.
     NonFiniteLossError: when the loss or gradients become non-finite; the
       last good checkpoint stays.
@@ -508,7 +599,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   check_holds_a_batch(dataset, config.batch_size)
 
   workdir_path = pathlib.Path(workdir)
-  workdir_path.mkdir(parents=True, exist_ok=True)
+  changes = check_workdir_config(workdir_path, config, allow_config_change)
   is_chief = jax.process_index() == 0
   replicated = sharding.replicated(mesh)
 
@@ -522,6 +613,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
 
   state, step_key = jax.jit(init, out_shardings=replicated)(config.seed)
   state_sharding = jax.tree.map(lambda _: replicated, state)
+  workdir_path.mkdir(parents=True, exist_ok=True)   # every check has passed
 
   manager = checkpointing.make_manager(workdir_path, config.keep_checkpoints)
   restored_step, state, step_key = restore_state(manager, state, step_key)
@@ -529,18 +621,33 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   if is_chief:
     (workdir_path / "config.json").write_text(config.to_json(indent=2))
     truncate_metrics(workdir_path / "metrics.jsonl", start_step)
+    if changes:
+      with open(workdir_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": start_step, "config_change": changes}) + "\n")
+    if restored_step:
+      print(f"resuming from step {start_step} of {config.num_train_steps} (workdir {workdir})",
+            flush=True)
 
   step_fn = jit_train_step(mesh, state_sharding)
   writer = MetricWriter(workdir_path, enabled=is_chief)
+  unbiased = config.objective.estimator in ("mss", "reference")
   progress = ProgressBar(start_step, config.num_train_steps,
-                         enabled=is_chief and config.progress_bar)
+                         enabled=is_chief and config.progress_bar,
+                         tc_label="tc" if unbiased else f"tc({config.objective.estimator}, offset)")
   last_saved = restored_step
   pending: list[dict[str, jax.Array]] = []
   t0, images_since = time.perf_counter(), 0
   batches = pipeline.Batches(dataset, config.batch_size, config.seed, start_step,
                              sharding.data_sharding(mesh))
+  signals = _InterruptFlag()
   try:
     for step in range(start_step, config.num_train_steps):
+      if signals.raised:
+        manager.wait_until_finished()
+        if last_saved != step:
+          checkpointing.save(manager, step, checkpoint_tree(state, step_key))
+          manager.wait_until_finished()
+        raise TrainingInterrupted(step, workdir)
       _, batch = next(batches)
       state, metrics = step_fn(state, batch, step_key)
       pending.append(metrics)
@@ -566,6 +673,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
           checkpointing.save(manager, done, checkpoint_tree(state, step_key))
           last_saved = done
   finally:
+    signals.restore()
     batches.close()
     progress.close()
     writer.close()

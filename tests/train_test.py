@@ -190,7 +190,7 @@ def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
     ({"model.arch": "resnet"}, "model.arch must be one of"),
     ({"objective.estimator": "iwae"}, "objective.estimator must be one of"),
     ({"objective.name": "infovae"}, "objective.name must be one of"),
-    ({"batch_size": 1}, "batch_size must be >= 2 for the 'mss' estimator"),
+    ({"batch_size": 1}, "batch_size must be >= 2"),
     ({"model.output_activation": "tanh"}, "Bernoulli likelihood needs logits"),
     ({"dataset.name": "mnist"}, "Unknown dataset 'mnist'"),
     ({"batch_size": 8192}, "fewer than batch_size"),
