@@ -5,8 +5,8 @@ Command:
 
 Expect: the same run time as configs/default.py. The logged mi/tc/dim_kl are
 the default estimator's (MWS) estimates, for monitoring only (not in the
-loss). The final MIG over seeds is in the README ("A default that
-disentangles on a CPU").
+loss). The final MIG over seeds is in docs/results.md ("The default run on a
+CPU").
 """
 
 from configs import default

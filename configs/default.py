@@ -9,7 +9,7 @@ Expect: about 7.5 minutes on 2 CPU cores (AMD EPYC, measured 7 min 21 s):
 run also renders and caches the dataset, ~10 s), then ~1.6 min of
 evaluation. metrics.jsonl, TensorBoard events, checkpoints, PNGs and
 eval.json land in the workdir. The logged loss ends near 710 and tc near
-113: MWS's constant offsets (README, "Training"); eval.json's TC is the
+113: MWS's constant offsets (docs/training.md); eval.json's TC is the
 dataset-level one (1.6 for seed 0). MIG (S = 10,000, shape excluded) over
 seeds 0, 1, 2 on this machine: 0.017 / 0.292 / 0.154 (mean 0.155), against
 0.110 / 0.110 / 0.135 (mean 0.118) for configs/beta_vae.py; this config run

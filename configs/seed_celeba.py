@@ -18,7 +18,7 @@ The seed's quirks, and what this config does about each:
   256,000 instead of the 162,770 training images. We use the true N (it
   enters the estimator's weights through log N and (N − M)/(N·M)).
 * Estimator layout. The seed's strides put 1/N in column 0 instead of on the
-  diagonal and add log w once per latent dimension (README, "Which
+  diagonal and add log w once per latent dimension (docs/estimators.md, "Which
   estimator?"). ``objective.estimator = "reference"`` reproduces that layout
   number for number (tested against the seed's PyTorch code), so results
   compare with PyTorch-VAE runs. For the paper's unbiased estimator use

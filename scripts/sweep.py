@@ -31,7 +31,7 @@ metrics unless ``--skip_other_metrics``), then writes into ``--out``:
   mig_vs_beta.png      (β methods) MIG and TC against β: mean, min–max band, each run
   mig_vs_steps.png     MIG against steps, one line per run
   tc_vs_mig.png        (β methods) TC against MIG, every run
-  summary.md           the β table of the README's Results section and the
+  summary.md           the β table (as in docs/results.md) and the
                        methods table
   latent_vs_factor_best.png  the figure of the β-TCVAE run with the highest MIG
   sweep.json           the command, commit, hardware and time spent

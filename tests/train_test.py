@@ -72,7 +72,8 @@ def test_outputs(trained):
            ("reconstructions.png", "samples.png", "traversals.png")}
   assert sizes["reconstructions.png"] == (4 * 65 + 1, 2 * 65 + 1)      # inputs over reconstructions
   assert sizes["samples.png"] == (8 * 65 + 1, 8 * 65 + 1)
-  assert sizes["traversals.png"] == (5 * 65 + 1, 4 * 65 + 1)           # one row per latent
+  # One row per latent (4 × 65 + 1 pixels high), 5 steps wide plus the labels' margin of 110.
+  assert sizes["traversals.png"] == (5 * 65 + 1 + 110, 4 * 65 + 1)
   assert list((workdir / "tb").glob("events.out.tfevents.*"))
   assert json.loads((workdir / "config.json").read_text())["batch_size"] == 32
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU job: the next runs of the queue, in one 10-minute job (README, "On a GPU").
+# The GPU job: the next runs of the queue, in one 10-minute job (docs/gpu.md).
 #
 #   bash benchmarks/gpu/paper_sweep.sh            # on the GPU: plans against start + 540 s
 #   bash benchmarks/gpu/paper_sweep.sh --smoke    # on CPU: the same steps at toy size
