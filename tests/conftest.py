@@ -55,3 +55,14 @@ def pytest_collection_modifyitems(session, config, items):
 def pytest_sessionfinish(session, exitstatus):
   for folder in _MADE_HERE:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_runtest_teardown(item, nextitem):
+  """With $BETATC_RSS_LOG set, appends each test's peak RSS so far (MB) to
+  that file: which test raises a worker's memory (the README's figure)."""
+  path = os.environ.get("BETATC_RSS_LOG")
+  if path:
+    import resource
+    with open(path, "a") as f:
+      f.write(f"{os.getpid()} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} "
+              f"{item.nodeid}\n")
