@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from betatc_jax import checkpointing, losses, metrics, plotting, train_lib
+from betatc_jax import checkpointing, logging_utils, losses, metrics, plotting, train_lib
 from betatc_jax.data.ground_truth import GroundTruthDataset
 from betatc_jax.metrics.beta_vae_score import beta_vae_score
 from betatc_jax.metrics.dci import dci
@@ -117,8 +117,8 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   rng = np.random.default_rng(config.seed + 7)
   num_samples = config.eval.num_samples
 
-  phases = PhaseBar(["encoding, ELBO decomposition", "MIG", "other metrics", "plots"],
-                    enabled=progress)
+  phases = logging_utils.PhaseBar(
+      ["encoding, ELBO decomposition", "MIG", "other metrics", "plots"], enabled=progress)
   mu, logvar, unsupervised = _unsupervised_metrics(model, params, dataset, keys[0], num_samples,
                                                    config.objective.likelihood)
   decomposition, log_px, kl_per_dim = (unsupervised[k] for k in ("decomposition", "log_px",
@@ -158,25 +158,6 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
                              kl_per_dim=kl_per_dim)
   phases.close()
   return result
-
-
-class PhaseBar:
-  """A tqdm bar over named phases: ``next()`` ends the current one."""
-
-  def __init__(self, names: list[str], enabled: bool):
-    import tqdm
-    self._names = names
-    self._bar = tqdm.tqdm(total=len(names), desc=f"evaluating: {names[0]}", unit="phase",
-                          disable=not enabled, dynamic_ncols=True)
-
-  def next(self) -> None:
-    self._bar.update(1)
-    if self._bar.n < len(self._names):
-      self._bar.set_description(f"evaluating: {self._names[self._bar.n]}")
-
-  def close(self) -> None:
-    self._bar.update(len(self._names) - self._bar.n)
-    self._bar.close()
 
 
 # The metrics of disentanglement_lib's comparisons, on the posterior means of

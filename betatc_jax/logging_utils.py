@@ -60,3 +60,21 @@ class ProgressBar:
 
   def close(self) -> None:
     self._bar.close()
+
+
+class PhaseBar:
+  """A tqdm bar over named phases: ``next()`` ends the current one."""
+
+  def __init__(self, names: list[str], enabled: bool):
+    self._names = names
+    self._bar = tqdm.tqdm(total=len(names), desc=f"evaluating: {names[0]}", unit="phase",
+                          disable=not enabled, dynamic_ncols=True)
+
+  def next(self) -> None:
+    self._bar.update(1)
+    if self._bar.n < len(self._names):
+      self._bar.set_description(f"evaluating: {self._names[self._bar.n]}")
+
+  def close(self) -> None:
+    self._bar.update(len(self._names) - self._bar.n)
+    self._bar.close()

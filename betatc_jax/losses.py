@@ -236,7 +236,6 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
   ``extra(kl) -> (weighted terms, their metrics)``), and its terms."""
   with inputs.shape_errors_as_value_errors():
     chex.assert_rank([mu, logvar, z], 2)
-  with inputs.shape_errors_as_value_errors():
     chex.assert_equal_shape([mu, logvar, z])
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator,

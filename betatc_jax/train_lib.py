@@ -630,7 +630,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
 
   step_fn = jit_train_step(mesh, state_sharding)
   writer = MetricWriter(workdir_path, enabled=is_chief)
-  unbiased = config.objective.estimator in ("mss", "reference")
+  # Only MSS estimates TC without bias (for log q(z) and every log q(z_j)).
+  unbiased = {config.objective.estimator, config.objective.marginal_estimator or "mss"} == {"mss"}
   progress = ProgressBar(start_step, config.num_train_steps,
                          enabled=is_chief and config.progress_bar,
                          tc_label="tc" if unbiased else f"tc({config.objective.estimator}, offset)")

@@ -95,15 +95,25 @@ def sweep_args(settings: Settings) -> types.SimpleNamespace:
                                checkpoint_every=settings.steps, capacity_steps=settings.steps // 3)
 
 
+def population_config(settings: Settings, method: str, steps: int):
+  """The shared config of a population of ``method``'s runs, for ``steps`` steps."""
+  base = sweep.base_config(sweep_args(settings), steps, method)
+  base.dataset.name = settings.dataset
+  return base
+
+
+def member(settings: Settings, method: str, value: float, seed: int):
+  """The ``population.Member`` of one run of the queue."""
+  from betatc_jax import population
+  return population.Member(sweep.run_name(method, value, seed), sweep.member_overrides(
+      method, value, seed, sweep_args(settings).capacity_steps))
+
+
 def run_config(settings: Settings, method: str, value: float, seed: int, steps: int):
   """The resolved single-run config of one run of the queue."""
   from betatc_jax import population
-  args = sweep_args(settings)
-  base = sweep.base_config(args, steps, method)
-  base.dataset.name = settings.dataset
-  member = population.Member(sweep.run_name(method, value, seed),
-                             sweep.member_overrides(method, value, seed, args.capacity_steps))
-  return population.member_config(base, member)
+  return population.member_config(population_config(settings, method, steps),
+                                  member(settings, method, value, seed))
 
 
 def config_key(config, method: str, matmul_precision: str) -> dict[str, str]:

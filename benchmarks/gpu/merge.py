@@ -217,10 +217,9 @@ def merge(out_dir: pathlib.Path, results: pathlib.Path) -> dict[str, int]:
   results.mkdir(parents=True, exist_ok=True)
   rows, counts = merge_rows(gpu_queue.read_rows(results / "results.csv"), new)
   write_csv(results / "results.csv", rows, gpu_queue.ROW_COLUMNS)
-  latents = {tuple(sorted((k, r[k]) for k in gpu_queue.KEY_FIELDS)): r
-             for r in gpu_queue.read_rows(results / "latents.csv")}
+  latents = {gpu_queue.row_key(r): r for r in gpu_queue.read_rows(results / "latents.csv")}
   for r in latent_rows(read_jsonl(out_dir / "evals.jsonl")):
-    latents[tuple(sorted((k, str(r[k])) for k in gpu_queue.KEY_FIELDS))] = r
+    latents[gpu_queue.row_key(r)] = r
   if latents:
     columns = list(dict.fromkeys(c for r in latents.values() for c in r))
     write_csv(results / "latents.csv", sorted(latents.values(), key=sort_key), columns)

@@ -56,7 +56,6 @@ import numpy as np  # noqa: E402
 
 from betatc_jax import population  # noqa: E402
 
-import sweep  # noqa: E402
 
 ROOT = gpu_queue.ROOT
 # Dense TF32 peak (no sparsity) by device kind, FLOP/s.
@@ -112,17 +111,20 @@ def append_row(path: pathlib.Path, row: dict) -> None:
 
 def population_base(settings: gpu_queue.Settings, r: gpu_queue.Run, steps: int):
   """The shared config of ``r``'s population, for ``steps`` steps."""
-  base = sweep.base_config(gpu_queue.sweep_args(settings), steps, r.method)
-  base.dataset.name = settings.dataset
+  base = gpu_queue.population_config(settings, r.method, steps)
   base.log_every_steps = min(LOG_EVERY, steps)
   base.checkpoint_every_steps = steps
   return base
 
 
 def members_of(settings: gpu_queue.Settings, runs) -> list[population.Member]:
-  capacity_steps = gpu_queue.sweep_args(settings).capacity_steps
-  return [population.Member(r.name, sweep.member_overrides(r.method, r.value, r.seed,
-                                                           capacity_steps)) for r in runs]
+  return [gpu_queue.member(settings, r.method, r.value, r.seed) for r in runs]
+
+
+def step_seconds_of(measured: dict):
+  """The measured step time as a function of the population size."""
+  return gpu_queue.linear_step_seconds([(p["runs"], p["step_seconds"])
+                                        for p in measured["points"]])
 
 
 def mlp_flops_per_image(params) -> float:
@@ -186,10 +188,9 @@ def measure(settings, runs, dataset, sizes: tuple[int, int], timed: int) -> tupl
 
 
 def plan_runs(pending, measured: dict, seconds_left: float, max_runs: int) -> list:
-  step_seconds = gpu_queue.linear_step_seconds(
-      [(p["runs"], p["step_seconds"]) for p in measured["points"]])
   runs = pending[:max_runs] if max_runs else pending
-  return gpu_queue.fit(runs, seconds_left, step_seconds, measured["eval_seconds_per_run"],
+  return gpu_queue.fit(runs, seconds_left, step_seconds_of(measured),
+                       measured["eval_seconds_per_run"],
                        measured["compile_seconds"])
 
 
@@ -210,8 +211,7 @@ def git_commit() -> str:
 def train_and_evaluate(settings, chosen, measured, dataset, work: pathlib.Path, out: pathlib.Path,
                        deadline: float, margin: float, info: dict) -> int:
   """Step 4 and 5 for every population of ``chosen``; returns the rows written."""
-  step_seconds = gpu_queue.linear_step_seconds(
-      [(p["runs"], p["step_seconds"]) for p in measured["points"]])
+  step_seconds = step_seconds_of(measured)
   groups = gpu_queue.populations(chosen)
   eval_seconds = measured["eval_seconds_per_run"]
   written = 0
