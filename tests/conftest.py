@@ -8,13 +8,22 @@
   once. Set JAX_COMPILATION_CACHE_DIR yourself to keep one between sessions;
 * the temporary folders made here are removed when the session ends;
 * the files that take longest run first, so the two workers (pyproject's
-  addopts) finish together.
+  addopts) finish together;
+* after each test file, JAX's in-memory caches (compiled programs, traces)
+  and the allocator's free pages are released, so a worker's memory is that
+  of the file it runs, not of every file before it (a program needed again
+  comes back from the compilation cache on disk).
 """
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import shutil
 import sys
 import tempfile
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -55,6 +64,22 @@ def pytest_collection_modifyitems(session, config, items):
 def pytest_sessionfinish(session, exitstatus):
   for folder in _MADE_HERE:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release_memory() -> None:
+  import jax
+
+  jax.clear_caches()
+  gc.collect()
+  libc = ctypes.util.find_library("c")
+  if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):   # glibc: give free pages back
+    ctypes.CDLL(libc).malloc_trim(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_memory_after_the_file():
+  yield
+  _release_memory()
 
 
 def pytest_runtest_teardown(item, nextitem):
