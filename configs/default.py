@@ -13,8 +13,9 @@ eval.json land in the workdir. The logged loss ends near 710 and tc near
 dataset-level one (1.6 for seed 0). MIG (S = 10,000, shape excluded) over
 seeds 0, 1, 2 on this machine: 0.017 / 0.292 / 0.154 (mean 0.155), against
 0.110 / 0.110 / 0.135 (mean 0.118) for configs/beta_vae.py; this config run
-alone (seed 0) gave 0.091, traversals with position and scale mixed. Not the
-issue's goal of 0.30, nor the paper's ~0.5: the seed decides. A run that
+alone (seed 0) gave 0.091, traversals with position and scale mixed. Not
+reliably disentangled (MIG ≥ 0.30), nor the paper's ~0.5: the random seed
+decides. A run that
 puts position x and y on one latent each in its first ~1,000 steps keeps
 them (MIG ~0.3); one that starts with a rotated position code stays low.
 Other CPUs give other numbers for the same seed (float32 rounding; training

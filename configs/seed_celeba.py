@@ -1,29 +1,29 @@
-"""The seed's own experiment: AntixK PyTorch-VAE's configs/betatc_vae.yaml on CelebA.
+"""AntixK PyTorch-VAE's own experiment: its configs/betatc_vae.yaml on CelebA.
 
 Command (CelebA cannot be downloaded here; point it at your folder):
   python train.py --config configs/seed_celeba.py --workdir workdirs/celeba \
       --config.dataset.path=/data/celeba/img_align_celeba
 
-What it sets, as the seed does: the seed's conv net (seed_conv) from
+What it sets, as PyTorch-VAE does: its conv net (seed_conv) from
 PyTorch's default initialisation, tanh output
 and summed-MSE reconstruction (Gaussian), D=10, α=1, β=6, γ=1, 10,000
 warm-up steps of the dimension-wise KL, Adam 0.005 decayed ×0.95 per epoch
 (ExponentialLR stepped once an epoch), batch 64, 10 epochs, seed 1265, and
 its transform: random horizontal flip, CenterCrop(148), Resize(64), RGB. The files are read in
 sorted order and the first 162,770 kept: CelebA's own train partition
-(000001.jpg–162770.jpg), the split the seed trains on.
+(000001.jpg–162770.jpg), the split PyTorch-VAE trains on.
 
-The seed's quirks, and what this config does about each:
-* Dataset size. The seed's loss takes N = B / kld_weight = 64 / 0.00025 =
+PyTorch-VAE's quirks, and what this config does about each:
+* Dataset size. Its loss takes N = B / kld_weight = 64 / 0.00025 =
   256,000 instead of the 162,770 training images. We use the true N (it
   enters the estimator's weights through log N and (N − M)/(N·M)).
-* Estimator layout. The seed's strides put 1/N in column 0 instead of on the
+* Estimator layout. Its strides put 1/N in column 0 instead of on the
   diagonal and add log w once per latent dimension (docs/estimators.md, "Which
   estimator?"). ``objective.estimator = "reference"`` reproduces that layout
-  number for number (tested against the seed's PyTorch code), so results
+  number for number (tested against PyTorch-VAE's code), so results
   compare with PyTorch-VAE runs. For the paper's unbiased estimator use
   ``--config.objective.estimator=mss``.
-* Random horizontal flip. The seed flips each training image with p = 0.5
+* Random horizontal flip. PyTorch-VAE flips each training image with p = 0.5
   on the host; we flip on the device, drawn from the step's key, so a
   resumed run sees the same flips (``dataset.random_flip``).
 

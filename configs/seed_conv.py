@@ -1,10 +1,10 @@
-"""The seed (AntixK PyTorch-VAE BetaTCVAE): its conv network and hyperparameters.
+"""AntixK PyTorch-VAE's BetaTCVAE: its conv network and hyperparameters.
 
 Gaussian likelihood (summed MSE / B) on a tanh output, D=10, α=1, β=6, γ=1,
 200 warm-up steps of the dimension-wise KL, Adam 5e-3, batch 64, PyTorch's
 default initialisation (``model.param_init = "torch"``: PyTorch-VAE sets none
 of its own) and its (biased) column-layout estimator, so numbers compare with
-PyTorch-VAE runs. Images are 0/1 dSprites, as the seed's loss sees [0, 1]
+PyTorch-VAE runs. Images are 0/1 dSprites, as its loss sees [0, 1]
 targets. Its training step equals PyTorch-VAE's, step for step
 (tests/seed_parity_test.py).
 
