@@ -14,10 +14,20 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored into this run's state."""
 
 
-def make_manager(workdir: str | pathlib.Path, keep: int) -> ocp.CheckpointManager:
-  """A manager over ``workdir/checkpoints`` that keeps the ``keep`` latest."""
+def make_manager(workdir: str | pathlib.Path, keep: int, process: int | None = None
+                 ) -> ocp.CheckpointManager:
+  """A manager over ``workdir/checkpoints`` that keeps the ``keep`` latest.
+
+  Args:
+    process: None: every process takes part (a global state). A process
+      index: that process alone writes and reads it (host arrays of one run,
+      in a run of several processes).
+  """
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  alone = {} if process is None else {"multiprocessing_options": ocp.options.MultiprocessingOptions(
+      primary_host=process, active_processes={process},
+      barrier_sync_key_prefix=f"{directory}")}
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, **alone)
   return ocp.CheckpointManager(directory, options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 

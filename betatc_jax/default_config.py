@@ -80,4 +80,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.distributed.coordinator_address = ""  # "" = single process (or $JAX_COORDINATOR_ADDRESS)
   config.distributed.num_processes = 1
   config.distributed.process_id = 0
+  # Seconds without a heartbeat after which JAX ends every process (a lost host).
+  config.distributed.heartbeat_timeout_seconds = 100
   return config

@@ -61,7 +61,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from betatc_jax import checkpointing, evaluate, losses, train_lib
+from betatc_jax import checkpointing, evaluate, losses, processes, sharding, train_lib
 from betatc_jax.data import pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset, gather_rows
 
@@ -151,16 +151,17 @@ def validate_population(base: ml_collections.ConfigDict, members: Sequence[Membe
 # ------------------------------------------------------------------ mesh
 
 def make_mesh(num_members: int, batch_size: int, member_devices: int | None = None) -> Mesh:
-  """A ('member', 'data') mesh over all local devices.
+  """A ('member', 'data') mesh over every device of every process.
 
   ``member_devices`` (default: the largest divisor of the device count that
   divides K) devices split the members; the rest of each column splits a
-  member's batch.
+  member's batch. Devices are ordered by process, so with several processes
+  each holds whole members (``check_process_split``).
 
   Raises:
-    ValueError: when K or B does not split evenly.
+    ValueError: when K or B does not split evenly, or K over the processes.
   """
-  devices = np.asarray(jax.devices())
+  devices = np.asarray(sorted(jax.devices(), key=lambda d: (d.process_index, d.id)))
   n = devices.size
   if member_devices is None:
     member_devices = math.gcd(num_members, n)
@@ -171,11 +172,34 @@ def make_mesh(num_members: int, batch_size: int, member_devices: int | None = No
   if batch_size % data_devices:
     raise ValueError(f"batch_size {batch_size} is not divisible by the {data_devices} devices "
                      "that split each member's batch.")
+  check_process_split(num_members, data_devices, jax.process_count(), jax.local_device_count())
   return Mesh(devices.reshape(member_devices, data_devices), (MEMBER_AXIS, DATA_AXIS))
+
+
+def check_process_split(num_members: int, data_devices: int, process_count: int,
+                        local_device_count: int) -> None:
+  """Raises ValueError unless every process can hold whole members: K
+  divisible by the process count, and each member's ``data_devices`` on one
+  process (so no member's state is split or copied across hosts)."""
+  if process_count == 1:
+    return
+  if num_members % process_count:
+    raise ValueError(f"{num_members} members cannot be split over {process_count} processes: "
+                     f"use a multiple of {process_count} members.")
+  if local_device_count % data_devices:
+    raise ValueError(f"each member's batch is split over {data_devices} devices, more than (or "
+                     f"not a divisor of) the {local_device_count} devices of one process: set "
+                     f"member_devices so that a member's devices are on one process.")
 
 
 def _member_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(MEMBER_AXIS))
+
+
+def held_members(mesh: Mesh, num_members: int) -> list[int]:
+  """The indices of the members this process's devices hold (all in one
+  process; a contiguous block of K / P with P processes)."""
+  return processes.held_rows(_member_sharding(mesh), num_members)
 
 
 # ------------------------------------------------------------------ state and step
@@ -357,7 +381,13 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
                      ) -> tuple[train_lib.TrainState, jax.Array]:
   """Trains every member to ``base.num_train_steps`` together, resuming from
   ``workdir/checkpoints``; each member's metrics.jsonl and TensorBoard events
-  go to ``workdir/members/<name>``. Single process only.
+  go to ``workdir/members/<name>``.
+
+  Several processes (``base.distributed.*``, or ``JAX_COORDINATOR_ADDRESS``):
+  every process calls this with the same arguments; the mesh spans all
+  their devices and each process holds, initialises, feeds, logs and
+  checkpoints only its own members (the module docstring). ``workdir`` must
+  be on a filesystem every process sees.
 
   Args:
     base: the shared config (``num_train_steps``, logging and checkpoint
@@ -385,12 +415,35 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     checkpointing.CheckpointError: for a checkpoint that cannot be restored.
     NonFiniteLossError: with ``"stop"``, a member's loss went non-finite;
       the message names the member and the step; the last good checkpoint
-      stays.
+      stays (in every process).
+    processes.LostProcessError: another process stopped; the message names
+      it and the last checkpoint, from which a relaunch resumes.
   """
+  sharding.initialize_from_config(base)
+  with processes.Heartbeat() as heartbeat, processes.lost_process_errors(
+      heartbeat, lambda: _resume_advice(workdir)):
+    return _train_population(base, members, workdir, data_on_device=data_on_device,
+                             member_devices=member_devices, dataset=dataset,
+                             on_non_finite=on_non_finite, deadline=deadline,
+                             save_checkpoints=save_checkpoints)
+
+
+def _resume_advice(workdir: str | pathlib.Path) -> str:
+  step = latest_step(workdir)
+  where = f"the last checkpoint is step {step}" if step else "no checkpoint was written yet"
+  return f"{where}; relaunch every process with the same command to resume"
+
+
+def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
+                      workdir: str | pathlib.Path, *, data_on_device: bool = True,
+                      member_devices: int | None = None,
+                      dataset: GroundTruthDataset | None = None,
+                      on_non_finite: str = "stop", deadline: float | None = None,
+                      save_checkpoints: bool = True
+                      ) -> tuple[train_lib.TrainState, jax.Array]:
+  """``train_population`` inside its heartbeat."""
   from betatc_jax.logging_utils import MetricWriter
 
-  if jax.process_count() > 1:
-    raise ValueError("Populations run in one process (use the mesh's devices instead).")
   if on_non_finite not in NON_FINITE_POLICIES:
     raise ValueError(f"on_non_finite must be one of {NON_FINITE_POLICIES}, got "
                      f"{on_non_finite!r}.")
@@ -399,6 +452,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
   dataset = dataset if dataset is not None else train_lib.dataset_from_config(base)
   train_lib.check_holds_a_batch(dataset, base.batch_size)
   mesh = make_mesh(len(members), base.batch_size, member_devices)
+  num_members = len(members)
   workdir = pathlib.Path(workdir)
   record = _population_record(base, members)
   record_path = workdir / "population.json"
@@ -407,16 +461,24 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     if saved["members"] != record["members"]:
       raise ValueError(f"{workdir} holds another population (different members); use a new "
                        "workdir.")
+  processes.barrier("betatc_jax population: checked")   # no process writes before all read
   workdir.mkdir(parents=True, exist_ok=True)
 
   by_member = _member_sharding(mesh)
-  states, keys = create_population_state(configs, dataset.observation_shape, len(dataset))
-  states, keys = jax.device_put((states, keys), by_member)
+  held = held_members(mesh, num_members)         # this process's members (all, in one)
+  states, keys = create_population_state([configs[k] for k in held], dataset.observation_shape,
+                                         len(dataset))
+  states = processes.to_global(jax.device_get(states), by_member, num_members)
+  keys = jax.jit(jax.random.wrap_key_data, out_shardings=by_member)(
+      processes.to_global(jax.device_get(jax.random.key_data(keys)), by_member, num_members))
   manager = checkpointing.make_manager(workdir, base.keep_checkpoints)
   restored_step, states, keys = train_lib.restore_state(manager, states, keys)
   start_step = restored_step or 0
-  record_path.write_text(json.dumps(record, indent=2))
+  if jax.process_index() == 0:
+    record_path.write_text(json.dumps(record, indent=2))
   frozen = frozen_members(workdir) if restored_step else {}
+  all_names = [m.name for m in members]
+  members, configs = [members[k] for k in held], [configs[k] for k in held]
   for member, config in zip(members, configs):
     directory = member_dir(workdir, member.name)
     directory.mkdir(parents=True, exist_ok=True)
@@ -431,8 +493,8 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
   state_shardings = jax.tree.map(lambda _: by_member, states)
   lead = (state_shardings, by_member) if freeze else (state_shardings,)
   out_shardings = (*lead, by_member)
-  if data_on_device:
-    images = jax.device_put(dataset.images, NamedSharding(mesh, P()))
+  if data_on_device:     # each process puts the dataset on its own devices, once
+    images = processes.to_global(dataset.images, NamedSharding(mesh, P()), len(dataset))
     step = freezing(population_step_from_indices) if freeze else population_step_from_indices
     step_fn = jax.jit(step, donate_argnums=0,
                       in_shardings=(*lead, NamedSharding(mesh, P()), indices_sharding,
@@ -442,7 +504,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     step = freezing(population_step) if freeze else population_step
     step_fn = jax.jit(step, donate_argnums=0, in_shardings=(*lead, batch_sharding, by_member),
                       out_shardings=out_shardings)
-  live = jax.device_put(live_host, by_member)
+  live = processes.to_global(live_host, by_member, num_members)
 
   def run_step(states, live, *args):
     if freeze:
@@ -469,7 +531,8 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       if i >= len(boundaries):
         return None
       first = boundaries[i - 1] if i else start_step
-      return member_batch_indices(seeds, first, boundaries[i] - first, batch_size, len(dataset))
+      return member_batch_indices(seeds, first, boundaries[i] - first, batch_size,
+                                  len(dataset))                 # [S, K_here, B]
 
     upcoming = interval_indices(0) if start_step < total else None
     for i, boundary in enumerate(boundaries if start_step < total else []):
@@ -477,22 +540,24 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       num = boundary - step
       indices, pending = upcoming, []
       if data_on_device:
-        indices = jax.device_put(indices, indices_sharding)
+        indices = processes.to_global(indices, indices_sharding, num_members, axis=1)
         for offset in range(num):
-          states, live, metrics = run_step(states, live, images, indices, np.int32(offset), keys)
+          states, live, metrics = run_step(states, live, images, indices, np.int32(offset),
+                                           keys)
           pending.append(metrics)
       else:
         for offset in range(num):
           batch = np.stack([gather_rows(dataset.images, rows) for rows in indices[offset]])
-          states, live, metrics = run_step(states, live, jax.device_put(batch, batch_sharding),
-                                           keys)
+          states, live, metrics = run_step(
+              states, live, processes.to_global(batch, batch_sharding, num_members), keys)
           pending.append(metrics)
       # The steps are dispatched, not done: the next interval's indices are
       # computed while the device works, so it never waits on them.
       upcoming = interval_indices(i + 1)
-      host = jax.device_get(pending)
+      host = [{name: processes.local_value(v) for name, v in m.items()} for m in pending]
       elapsed = time.perf_counter() - t0
       step = boundary
+      stop = None                                  # (global member index, step, message)
       for k, (member, writer) in enumerate(zip(members, writers)):
         if not live_host[k]:
           continue
@@ -500,10 +565,10 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
         bad = (next((j for j, r in enumerate(rows) if r["live"] < 1.0), None) if freeze
                else train_lib.first_non_finite(rows))
         if bad is not None and not freeze:
-          manager.wait_until_finished()
-          raise NonFiniteLossError(train_lib.non_finite_message(
+          stop = (held[k], step - num + bad + 1, train_lib.non_finite_message(
               rows[bad], step - num + bad + 1, last_saved, manager.directory,
               who=f" of member {member.name!r}"))
+          break
         if bad is not None:
           live_host[k] = False
           diverged = step - num + bad + 1
@@ -518,15 +583,27 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
           row = train_lib.mean_row(rows)
           row.update(step=step - num + len(rows), steps_per_sec=num / elapsed,
                      images_per_sec=num * batch_size / elapsed,
-                     population_images_per_sec=num * batch_size * len(members) / elapsed)
+                     population_images_per_sec=num * batch_size * num_members / elapsed)
           writer.write(row)
+      following = boundaries[i + 1] - step if i + 1 < len(boundaries) else 0
+      late = (deadline is not None and following
+              and time.time() + elapsed / num * following > deadline)
+      # The processes agree on what ends the loop (process 0's clock for
+      # the deadline), so none waits in a step the others skip.
+      flags = processes.all_gather_ints([stop[0] if stop else -1, stop[1] if stop else 0,
+                                         int(live_host.any()), int(bool(late))])
+      stopped = next((row for row in flags if row[0] >= 0), None)
+      if stopped is not None:
+        manager.wait_until_finished()
+        raise NonFiniteLossError(stop[2] if stop else (
+            f"member {all_names[stopped[0]]!r} (another process) became non-finite at step "
+            f"{stopped[1]}; every process stopped. {_resume_advice(workdir)}."))
       if step % base.checkpoint_every_steps == 0 or step == total:
         last_saved = save(step)
-      if not live_host.any():
+      if not flags[:, 2].any():
         print(f"every member is frozen; stopping at step {step} of {total}", flush=True)
         break
-      following = boundaries[i + 1] - step if i + 1 < len(boundaries) else 0
-      if deadline is not None and following and time.time() + elapsed / num * following > deadline:
+      if flags[0, 3]:
         print(f"deadline: stopping at step {step} of {total} (the next {following} steps "
               f"would end {time.time() + elapsed / num * following - deadline:.0f} s past it)",
               flush=True)
@@ -545,23 +622,39 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
 def export_members(workdir: str | pathlib.Path, states: train_lib.TrainState, keys: jax.Array,
                    members: Sequence[Member], keep: int = 1) -> list[pathlib.Path]:
   """Writes each member's state as an ordinary single-run checkpoint in
-  ``workdir/members/<name>/checkpoints/<step>`` (keeping ``keep``).
+  ``workdir/members/<name>/checkpoints/<step>`` (keeping ``keep``). With
+  several processes, each writes the members it holds, once.
 
   Returns:
-    The member workdirs.
+    The workdirs of the members written here.
   """
-  host = jax.device_get(train_lib.checkpoint_tree(states, keys))
+  held = held_rows_of(states)
+  host = processes.local_tree(train_lib.checkpoint_tree(states, keys))
   paths = []
-  for k, member in enumerate(members):
-    directory = member_dir(workdir, member.name)
-    manager = checkpointing.make_manager(directory, keep)
-    tree = unstack(host, k)
+  for i, k in enumerate(held):
+    directory = member_dir(workdir, members[k].name)
+    manager = checkpointing.make_manager(directory, keep, process=jax.process_index()
+                                         if jax.process_count() > 1 else None)
+    tree = unstack(host, i)
     if manager.latest_step() != int(tree["step"]):
       checkpointing.save(manager, int(tree["step"]), tree)
     manager.wait_until_finished()
     manager.close()
     paths.append(directory)
   return paths
+
+
+def held_rows_of(states: train_lib.TrainState) -> list[int]:
+  """The members (indices) of stacked ``states`` whose rows this process holds."""
+  step = states.step
+  if not isinstance(step, jax.Array):
+    return list(range(len(step)))
+  return processes.held_rows(step.sharding, step.shape[0])
+
+
+def local_states(states: train_lib.TrainState) -> train_lib.TrainState:
+  """The rows of ``states`` this process holds (``held_rows_of``), on the host."""
+  return processes.local_tree(states)
 
 
 def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, step: int,

@@ -19,22 +19,41 @@ DATA_AXIS = "data"
 
 def maybe_initialize_distributed(coordinator_address: str | None = None,
                                  num_processes: int | None = None,
-                                 process_id: int | None = None) -> bool:
-  """Calls ``jax.distributed.initialize`` when asked to.
+                                 process_id: int | None = None,
+                                 heartbeat_timeout_seconds: int = 100) -> bool:
+  """Calls ``jax.distributed.initialize`` when asked to, once.
 
   Asked to means: a coordinator address is given (from the config), or the
   environment sets ``JAX_COORDINATOR_ADDRESS`` (jax reads the rest, as it
-  does on Cloud TPU / SLURM). Call before any other jax call.
+  does on Cloud TPU / SLURM). Call before any other jax call. A process that
+  is already initialized is left as it is.
+
+  Args:
+    heartbeat_timeout_seconds: how long a silent process may go before JAX
+      ends every process with an error naming it.
 
   Returns:
-    Whether it initialized.
+    Whether this call initialized.
   """
+  from jax._src import distributed
+
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  if not coordinator_address:
+  if not coordinator_address or distributed.global_state.client is not None:
     return False
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                             num_processes=num_processes, process_id=process_id,
+                             heartbeat_timeout_seconds=heartbeat_timeout_seconds)
   return True
+
+
+def initialize_from_config(config) -> bool:
+  """``maybe_initialize_distributed`` from a config's ``distributed.*`` keys."""
+  given = bool(config.distributed.coordinator_address)
+  return maybe_initialize_distributed(
+      config.distributed.coordinator_address or None,
+      config.distributed.num_processes if given else None,
+      config.distributed.process_id if given else None,
+      config.distributed.get("heartbeat_timeout_seconds", 100))
 
 
 def make_mesh() -> Mesh:

@@ -421,7 +421,7 @@ def jit_train_step(mesh: jax.sharding.Mesh, state_sharding: Any) -> Callable:
 # Keys a rerun in the same workdir may change freely: the step budget (how a
 # run is extended) and what only changes what is logged, saved or evaluated.
 FREE_TO_CHANGE = ("num_train_steps", "progress_bar", "log_every_steps", "checkpoint_every_steps",
-                  "keep_checkpoints", "eval.")
+                  "keep_checkpoints", "eval.", "distributed.")
 
 
 class ConfigChangedError(ValueError):
@@ -450,7 +450,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: Mapping[str, Any], config: ml_collections.ConfigDict
                    ) -> dict[str, list[Any]]:
   """key -> [saved value, new value] for every key that differs, except
-  ``FREE_TO_CHANGE`` (keys, and ``eval.*``)."""
+  ``FREE_TO_CHANGE`` (keys, and ``eval.*`` and ``distributed.*``: how a run
+  is launched, each process with its own ``process_id``)."""
   old, new = _flatten(saved), _flatten(json.loads(config.to_json()))
   return {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k) and not k.startswith(FREE_TO_CHANGE)}
@@ -589,10 +590,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   from betatc_jax.logging_utils import MetricWriter, ProgressBar
 
   validate_config(config)
-  sharding.maybe_initialize_distributed(
-      config.distributed.coordinator_address or None,
-      config.distributed.num_processes if config.distributed.coordinator_address else None,
-      config.distributed.process_id if config.distributed.coordinator_address else None)
+  sharding.initialize_from_config(config)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   dataset = dataset_from_config(config)

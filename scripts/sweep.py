@@ -347,7 +347,7 @@ def train_population(args: argparse.Namespace) -> None:
 
 def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: list,
                          run_of: dict, dataset) -> None:
-  from betatc_jax import population
+  from betatc_jax import population, processes
 
   method = run_of[runs[0].name][0]          # the population's static settings are its methods'
 
@@ -375,9 +375,12 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     if final and not args.no_export:
       population.export_members(root, states, keys, runs)
     t0 = time.perf_counter()
-    index = {m.name: k for k, m in enumerate(runs)}
+    # Each process evaluates the runs it holds (all of them in one process).
+    here = {runs[k].name: i for i, k in enumerate(population.held_rows_of(states))}
+    todo = [m for m in todo if m.name in here]
     results = population.evaluate_members(
-        config, todo, population.unstack(states, np.asarray([index[m.name] for m in todo])),
+        config, todo, population.unstack(population.local_states(states),
+                                         np.asarray([here[m.name] for m in todo], np.int32)),
         dataset, workdir=root if final else None,
         other_metrics=final and not args.skip_other_metrics,
         frozen=population.frozen_members(root))
@@ -400,11 +403,13 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
               f"{result['log_px']:.1f}", flush=True)
     timing[str(step)] = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
                          "members": len(runs), "evaluated": len(todo)}
-    timing_path.write_text(json.dumps(timing, indent=2))
+    processes.barrier(f"sweep {root} step {step} evaluated")
+    if processes.is_chief():
+      timing_path.write_text(json.dumps(timing, indent=2))
     line = {"population": str(root), "step": step, "members": len(runs), "train_seconds": round(train_seconds, 1),
             "eval_seconds": round(eval_seconds, 1)}
     print(f"  population at step {step}: {json.dumps(line)}", flush=True)
-    if args.timing_log:
+    if args.timing_log and processes.is_chief():
       with open(args.timing_log, "a") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -723,9 +728,13 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   args = parse_args(argv)
+  from betatc_jax import processes, sharding
+  sharding.initialize_from_config(base_config(args, args.steps))   # before any JAX work
   if not args.report_only:
     train_population(args)
-  report(args, argv)
+  processes.barrier("sweep trained")
+  if processes.is_chief():     # the tables and figures, once, from every run's evaluation
+    report(args, argv)
   return 0
 
 

@@ -1,0 +1,116 @@
+"""Populations across processes: 2 processes × 2 simulated CPU devices over
+localhost train 8 members as 1 process × 4 devices does; a lost process ends
+the run with an error that names it; a relaunch resumes exactly; a process
+count that does not split the members is refused before any work."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from betatc_jax import population
+from population_test import assert_rows_close
+from train_test import ROOT, checkpoint_steps, small_config
+
+# Eight runs: seeds, β, estimators, objectives and learning rates differ.
+MEMBERS = [population.Member(f"m{k}", {"seed": k % 3, "objective.beta": 1.0 + k,
+                                       "objective.estimator": ("mss", "mws")[k % 2],
+                                       "objective.name": ("betatc", "beta_vae")[k // 6],
+                                       "learning_rate": 3e-4 if k % 4 else 1e-4})
+           for k in range(8)]
+
+_RUNNER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    import jax
+    from betatc_jax import population, processes
+    from population_processes_test import MEMBERS, config
+    workdir, port, process_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for steps in map(int, sys.argv[4].split(",")):
+      if steps < 0:                       # this process dies here, unannounced
+        os.kill(os.getpid(), signal.SIGKILL)
+      try:
+        population.train_population(config(steps, port, process_id), MEMBERS, workdir)
+      except processes.LostProcessError as e:
+        print("LOST:", e, flush=True)
+        os._exit(3)
+    print("DONE", jax.process_count(), jax.device_count(), flush=True)
+""")
+
+
+def config(steps, port="", process_id=0):
+  """The shared config; with a port, process ``process_id`` of 2 over localhost."""
+  base = small_config(num_train_steps=steps, log_every_steps=2, checkpoint_every_steps=4,
+                      learning_rate=3e-4)
+  if port:
+    base.distributed.coordinator_address = f"127.0.0.1:{port}"
+    base.distributed.num_processes, base.distributed.process_id = 2, process_id
+    base.distributed.heartbeat_timeout_seconds = 20
+  return base
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def launch(workdir, phases, devices, port="", process_id=0):
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  env.pop("JAX_COORDINATOR_ADDRESS", None)
+  code = _RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"))
+  return subprocess.Popen([sys.executable, "-c", code, str(workdir), str(port), str(process_id),
+                           ",".join(map(str, phases))],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def launch_two(workdir, phases_of):
+  port = free_port()
+  return [launch(workdir, phases_of[p], 2, port, p) for p in range(2)]
+
+
+def finish(procs, timeout=400):
+  return [(p.returncode, out, err) for p, (out, err) in
+          ((p, p.communicate(timeout=timeout)) for p in procs)]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_and_resume_after_a_lost_process(tmp_path):
+  """1 process × 4 devices trains 12 steps. 2 processes × 2 devices train 4
+  steps; process 1 is then killed (SIGKILL) and process 0, starting the
+  next call, ends with ``LostProcessError`` naming process 1 and the
+  checkpoint at step 4. Both relaunched, they resume there and finish: every
+  member's logged losses (steps 2, 4, ..., 12, before and after the kill)
+  equal the single process's to the multi-device tolerance of
+  tests/population_test.py (rtol 1e-4, atol 1e-3)."""
+  one = launch(tmp_path / "one", [12], 4)
+  two = launch_two(tmp_path / "two", {0: [4, 12], 1: [4, -1]})
+  (rc0, out0, err0), (rc1, _, _) = finish(two)
+  assert rc1 == -signal.SIGKILL
+  assert rc0 == 3, err0[-4000:]
+  lost = next(line for line in out0.splitlines() if line.startswith("LOST:"))
+  assert "process 1 of 2 stopped responding" in lost and "the last checkpoint is step 4" in lost
+  assert checkpoint_steps(tmp_path / "two") == [4]
+
+  again = finish(launch_two(tmp_path / "two", {0: [12], 1: [12]}))
+  assert all(rc == 0 for rc, _, _ in again), [err[-4000:] for _, _, err in again]
+  assert "DONE 2 4" in again[0][1]
+  (rc, out, err), = finish([one])
+  assert rc == 0 and "DONE 1 4" in out, err[-4000:]
+  for member in MEMBERS:
+    assert_rows_close(population.member_dir(tmp_path / "one", member.name),
+                      population.member_dir(tmp_path / "two", member.name), rtol=1e-4, atol=1e-3)
+
+
+def test_members_must_split_over_the_processes():
+  """The split is checked before any work, with the numbers in the message."""
+  with pytest.raises(ValueError, match="3 members cannot be split over 2 processes"):
+    population.check_process_split(3, 1, process_count=2, local_device_count=2)
+  with pytest.raises(ValueError, match="split over 4 devices"):
+    population.check_process_split(8, 4, process_count=2, local_device_count=2)
+  population.check_process_split(8, 2, process_count=2, local_device_count=2)
+  population.check_process_split(3, 4, process_count=1, local_device_count=4)
