@@ -31,8 +31,12 @@ Deadline (``deadline``): the loop stops at the first logging boundary after
 which the next interval would end past the deadline, and returns the states
 there (each member's ``step`` is its true step count).
 
-Sharding: a ('member', 'data') mesh. Members are spread over 'member' (no
-communication between them); each member's batch is split over 'data'.
+Sharding: a ('member', 'data') mesh over every device of every process.
+Members are spread over 'member' (no communication between them); each
+member's batch is split over 'data'. With P processes each holds K / P whole
+members and initialises, feeds (its members' indices only), logs and
+checkpoints them; the processes exchange only a few flags per logging
+interval, so that they agree on when the loop ends (``processes``).
 
 Layout of a population workdir W:
 
@@ -622,20 +626,27 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
 def export_members(workdir: str | pathlib.Path, states: train_lib.TrainState, keys: jax.Array,
                    members: Sequence[Member], keep: int = 1) -> list[pathlib.Path]:
   """Writes each member's state as an ordinary single-run checkpoint in
-  ``workdir/members/<name>/checkpoints/<step>`` (keeping ``keep``). With
-  several processes, each writes the members it holds, once.
+  ``workdir/members/<name>/checkpoints/<step>`` (keeping ``keep``).
 
   Returns:
-    The workdirs of the members written here.
+    The member workdirs.
+
+  Raises:
+    NotImplementedError: in a run of several processes (Orbax writes a
+      checkpoint with every process taking part); the population checkpoint
+      holds every member, and a one-process ``train_population`` of the same
+      population at the same step restores it for export.
   """
-  held = held_rows_of(states)
-  host = processes.local_tree(train_lib.checkpoint_tree(states, keys))
+  if jax.process_count() > 1:
+    raise NotImplementedError(
+        "export_members runs in one process; relaunch the finished population in one process "
+        "(it restores the last checkpoint and trains no further) to export its members.")
+  host = jax.device_get(train_lib.checkpoint_tree(states, keys))
   paths = []
-  for i, k in enumerate(held):
-    directory = member_dir(workdir, members[k].name)
-    manager = checkpointing.make_manager(directory, keep, process=jax.process_index()
-                                         if jax.process_count() > 1 else None)
-    tree = unstack(host, i)
+  for k, member in enumerate(members):
+    directory = member_dir(workdir, member.name)
+    manager = checkpointing.make_manager(directory, keep)
+    tree = unstack(host, k)
     if manager.latest_step() != int(tree["step"]):
       checkpointing.save(manager, int(tree["step"]), tree)
     manager.wait_until_finished()

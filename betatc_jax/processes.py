@@ -99,6 +99,11 @@ def all_gather_ints(values: list[int]) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(row)).reshape(jax.process_count(), -1)
 
 
+def process_count() -> int:
+  """How many processes run this program."""
+  return jax.process_count()
+
+
 def is_chief() -> bool:
   """Whether this is process 0, which writes what is written once."""
   return jax.process_index() == 0

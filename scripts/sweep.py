@@ -55,6 +55,14 @@ not, so the same sweep can grow over several sittings (a larger ``--steps``
 continues the population from its last checkpoint). ``--report_only`` just
 rewrites the outputs from what exists. A different grid needs a different ROOT.
 
+Several processes or hosts: the same command on each, with ``--set
+distributed.coordinator_address=HOST:PORT --set distributed.num_processes=P
+--set distributed.process_id=I`` (docs/populations.md).
+
+Several processes or hosts: the same command on each, with ``--set
+distributed.coordinator_address=HOST:PORT --set distributed.num_processes=P
+--set distributed.process_id=I`` (docs/populations.md).
+
 Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
   python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
       --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out results_sweep_paper
@@ -356,7 +364,9 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
   timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
   for step in milestones:
     todo = [m for m in runs if not eval_path(population.member_dir(root, m.name), step).is_file()]
-    if not todo:
+    unexported = step == args.steps and not args.no_export and not all(
+        (population.member_dir(root, m.name) / "checkpoints" / str(step)).is_dir() for m in runs)
+    if not todo and not unexported:
       continue
     current = population.latest_step(root)
     if current > step:
@@ -372,8 +382,13 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     train_seconds = (timing[str(earlier)]["train_seconds"] if earlier is not None else 0.0) \
         + time.perf_counter() - t0
     final = step == args.steps
-    if final and not args.no_export:
+    if final and not args.no_export and processes.process_count() == 1:
       population.export_members(root, states, keys, runs)
+    elif final and not args.no_export and processes.is_chief():
+      print("  several processes: the runs' checkpoints are not exported (the population's is "
+            "kept); rerun the sweep in one process to export them", flush=True)
+    if not todo:                          # evaluated already; exported just now
+      continue
     t0 = time.perf_counter()
     # Each process evaluates the runs it holds (all of them in one process).
     here = {runs[k].name: i for i, k in enumerate(population.held_rows_of(states))}
