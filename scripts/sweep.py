@@ -59,10 +59,6 @@ Several processes or hosts: the same command on each, with ``--set
 distributed.coordinator_address=HOST:PORT --set distributed.num_processes=P
 --set distributed.process_id=I`` (docs/populations.md).
 
-Several processes or hosts: the same command on each, with ``--set
-distributed.coordinator_address=HOST:PORT --set distributed.num_processes=P
---set distributed.process_id=I`` (docs/populations.md).
-
 Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
   python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
       --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out results_sweep_paper
