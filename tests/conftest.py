@@ -50,7 +50,8 @@ if "jax" in sys.modules:  # a plugin imported jax before this file: configure it
 
 
 # Measured on 2 CPU cores, longest first; unlisted files run after these.
-LONGEST_FIRST = ("sweep_test.py", "population_test.py", "gpu_script_test.py",
+LONGEST_FIRST = ("sweep_test.py", "population_test.py", "population_processes_test.py",
+                 "gpu_script_test.py",
                  "seed_parity_test.py", "test_models.py", "baselines_train_test.py",
                  "train_test.py", "official_parity_test.py", "evaluate_test.py",
                  "import_torch_test.py", "test_estimators.py", "test_images.py")
