@@ -1,10 +1,18 @@
 """Orbax checkpoints in ``workdir/checkpoints``: save every N steps, keep K,
-restore the latest, and fail loudly on a checkpoint that cannot be restored."""
+restore the latest, and fail loudly on a checkpoint that cannot be restored.
+
+``python -m betatc_jax.checkpointing SAVES`` is the one-process writer that
+``save_runs`` starts from a run of several processes."""
 
 from __future__ import annotations
 
+import os
 import pathlib
-from typing import Any
+import pickle
+import subprocess
+import sys
+import tempfile
+from typing import Any, Sequence
 
 import jax
 import orbax.checkpoint as ocp
@@ -14,20 +22,11 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored into this run's state."""
 
 
-def make_manager(workdir: str | pathlib.Path, keep: int, process: int | None = None
-                 ) -> ocp.CheckpointManager:
-  """A manager over ``workdir/checkpoints`` that keeps the ``keep`` latest.
-
-  Args:
-    process: None: every process takes part (a global state). A process
-      index: that process alone writes and reads it (host arrays of one run,
-      in a run of several processes).
-  """
+def make_manager(workdir: str | pathlib.Path, keep: int) -> ocp.CheckpointManager:
+  """A manager over ``workdir/checkpoints`` that keeps the ``keep`` latest
+  (every process of the run takes part in its saves and restores)."""
   directory = pathlib.Path(workdir).absolute() / "checkpoints"
-  alone = {} if process is None else {"multiprocessing_options": ocp.options.MultiprocessingOptions(
-      primary_host=process, active_processes={process},
-      barrier_sync_key_prefix=f"{directory}")}
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, **alone)
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(directory, options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
@@ -46,6 +45,44 @@ def _flat_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 def save(manager: ocp.CheckpointManager, step: int, tree: Any) -> None:
   """Saves ``tree`` (any pytree of arrays) as step ``step`` (asynchronously)."""
   manager.save(step, args=ocp.args.StandardSave(tree), force=True)
+
+
+def save_runs(runs: Sequence[tuple[str | pathlib.Path, int, Any]], keep: int) -> None:
+  """Writes each ``(workdir, step, tree)`` as an ordinary one-run checkpoint
+  ``workdir/checkpoints/<step>`` (keeping ``keep``; a step already there is
+  kept as it is), and returns when they are on disk.
+
+  ``tree`` is a pytree of host (numpy) arrays. In a run of several processes
+  Orbax saves only with every process taking part and refuses arrays that one
+  process holds, so there each process writes its own runs through a
+  one-process child, ``python -m betatc_jax.checkpointing``, on the CPU.
+
+  Raises:
+    CheckpointError: the child failed (its error output is quoted).
+  """
+  if jax.process_count() == 1:
+    _save_each(runs, keep)
+    return
+  with tempfile.TemporaryDirectory(prefix="betatc_jax_save_") as tmp:
+    saves = pathlib.Path(tmp) / "runs.pkl"
+    saves.write_bytes(pickle.dumps(([(str(w), int(s), t) for w, s, t in runs], keep)))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")}
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run([sys.executable, "-m", "betatc_jax.checkpointing", str(saves)],
+                          env=env, capture_output=True, text=True, check=False)
+  if done.returncode:
+    raise CheckpointError(f"Writing the checkpoints of {[str(w) for w, _, _ in runs]} failed "
+                          f"(exit {done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def _save_each(runs: Sequence[tuple[str | pathlib.Path, int, Any]], keep: int) -> None:
+  for workdir, step, tree in runs:
+    manager = make_manager(workdir, keep)
+    if manager.latest_step() != step:
+      save(manager, step, tree)
+    manager.wait_until_finished()
+    manager.close()
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[int | None, Any]:
@@ -84,3 +121,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[int | N
     raise CheckpointError(f"Cannot restore checkpoint {where} (corrupt or partial): "
                           f"{type(e).__name__}: {e}. {advice}") from e
   return step, restored
+
+
+if __name__ == "__main__":  # the one-process writer of save_runs
+  _save_each(*pickle.loads(pathlib.Path(sys.argv[1]).read_bytes()))

@@ -35,8 +35,9 @@ Sharding: a ('member', 'data') mesh over every device of every process.
 Members are spread over 'member' (no communication between them); each
 member's batch is split over 'data'. With P processes each holds K / P whole
 members and initialises, feeds (its members' indices only), logs and
-checkpoints them; the processes exchange only a few flags per logging
-interval, so that they agree on when the loop ends (``processes``).
+checkpoints them, and ``export_members`` writes the members it holds; the
+processes exchange only a few flags per logging interval, so that they agree
+on when the loop ends (``processes``).
 
 Layout of a population workdir W:
 
@@ -626,33 +627,19 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
 def export_members(workdir: str | pathlib.Path, states: train_lib.TrainState, keys: jax.Array,
                    members: Sequence[Member], keep: int = 1) -> list[pathlib.Path]:
   """Writes each member's state as an ordinary single-run checkpoint in
-  ``workdir/members/<name>/checkpoints/<step>`` (keeping ``keep``).
+  ``workdir/members/<name>/checkpoints/<step>`` (keeping ``keep``). In a run
+  of several processes each process writes the members it holds
+  (``held_rows_of``), and all return once every member is written.
 
   Returns:
-    The member workdirs.
-
-  Raises:
-    NotImplementedError: in a run of several processes (Orbax writes a
-      checkpoint with every process taking part); the population checkpoint
-      holds every member, and a one-process ``train_population`` of the same
-      population at the same step restores it for export.
+    The workdirs of the members this process wrote (all, in one process).
   """
-  if jax.process_count() > 1:
-    raise NotImplementedError(
-        "export_members runs in one process; relaunch the finished population in one process "
-        "(it restores the last checkpoint and trains no further) to export its members.")
-  host = jax.device_get(train_lib.checkpoint_tree(states, keys))
-  paths = []
-  for k, member in enumerate(members):
-    directory = member_dir(workdir, member.name)
-    manager = checkpointing.make_manager(directory, keep)
-    tree = unstack(host, k)
-    if manager.latest_step() != int(tree["step"]):
-      checkpointing.save(manager, int(tree["step"]), tree)
-    manager.wait_until_finished()
-    manager.close()
-    paths.append(directory)
-  return paths
+  host = processes.local_tree(train_lib.checkpoint_tree(states, keys))
+  runs = [(member_dir(workdir, members[k].name), int(host["step"][i]),
+           unstack(host, i)) for i, k in enumerate(held_rows_of(states))]
+  checkpointing.save_runs(runs, keep)
+  processes.barrier("export_members")
+  return [directory for directory, _, _ in runs]
 
 
 def held_rows_of(states: train_lib.TrainState) -> list[int]:

@@ -71,7 +71,7 @@ def held_rows(sharding: NamedSharding, size: int) -> list[int]:
 def local_value(x: jax.Array) -> np.ndarray:
   """This process's rows of a global array [K, ...], in order, on the host:
   ``x`` itself (``jax.device_get``) in one process."""
-  if x.is_fully_addressable:
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
     return np.asarray(jax.device_get(x))
   by_start = {}
   for shard in x.addressable_shards:

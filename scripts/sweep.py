@@ -378,11 +378,8 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     train_seconds = (timing[str(earlier)]["train_seconds"] if earlier is not None else 0.0) \
         + time.perf_counter() - t0
     final = step == args.steps
-    if final and not args.no_export and processes.process_count() == 1:
+    if final and not args.no_export:     # each process writes the runs it holds
       population.export_members(root, states, keys, runs)
-    elif final and not args.no_export and processes.is_chief():
-      print("  several processes: the runs' checkpoints are not exported (the population's is "
-            "kept); rerun the sweep in one process to export them", flush=True)
     if not todo:                          # evaluated already; exported just now
       continue
     t0 = time.perf_counter()

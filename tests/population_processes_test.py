@@ -123,8 +123,9 @@ def test_the_sweep_on_two_processes_equals_one(tmp_path):
   """``scripts/sweep.py`` with ``--set distributed.*`` on 2 processes (one
   run each): each process evaluates its run and exports its checkpoint, and
   process 0 alone writes results.csv, whose metrics equal the one-process
-  sweep's (rtol 1e-4: the same runs, rounded on other devices). The runs'
-  checkpoints are exported by a rerun in one process."""
+  sweep's (rtol 1e-4: the same runs, rounded on other devices). Each run's
+  exported checkpoint, written by the process that holds it, equals the
+  one-process sweep's."""
   import csv
 
   args = ["--steps", "4", "--eval_steps", "", "--betas", "4", "--seeds", "0", "--batch_size", "32",
@@ -151,13 +152,6 @@ def test_the_sweep_on_two_processes_equals_one(tmp_path):
   for a, b in zip(two, one):
     for key in ("mig", "mig_with_shape", "tc", "mi", "dim_kl", "log_px"):
       assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-5), key
-  assert "checkpoints are not exported" in done[0][1]
-  # Rerun in one process: it restores the population at step 4, trains no
-  # further and exports each run, equal to the one-process sweep's.
-  rerun = finish([subprocess.Popen(command + ["--root", str(tmp_path / "two"), "--out",
-                                              str(tmp_path / "out0")], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)])
-  assert rerun[0][0] == 0, rerun[0][2][-4000:]
   # Each exported run is an ordinary single-run checkpoint, equal to the one-process export.
   from betatc_jax import checkpointing
   for run in ("beta_vae_beta4_seed0", "betatc_vae_beta4_seed0"):

@@ -186,6 +186,31 @@ def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
   assert checkpoint_steps(tmp_path) == [6, 12]
 
 
+def test_a_process_of_several_writes_its_runs_through_a_one_process_child(tmp_path, monkeypatch):
+  """In a run of several processes Orbax cannot save one process's arrays, so
+  ``save_runs`` writes them from a child: the checkpoint restores to the same
+  tree (Adam's namedtuples included), and a child's failure is a
+  CheckpointError that quotes it."""
+  import optax
+  params = {"dense": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+  tree = {"params": params, "opt_state": jax.device_get(optax.adam(1e-3).init(params)),
+          "step": np.int32(7)}
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  checkpointing.save_runs([(tmp_path / "run", 7, tree)], keep=1)
+  monkeypatch.undo()
+  manager = checkpointing.make_manager(tmp_path / "run", 1)
+  step, restored = checkpointing.restore_latest(manager, jax.tree.map(jnp.asarray, tree))
+  manager.close()
+  assert step == 7
+  assert jax.tree.structure(restored) == jax.tree.structure(tree)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(tree)):
+    np.testing.assert_array_equal(a, b)
+  (tmp_path / "file").write_text("")
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(checkpointing.CheckpointError, match="Writing the checkpoints of .*file"):
+    checkpointing.save_runs([(tmp_path / "file" / "run", 7, tree)], keep=1)
+
+
 @pytest.mark.parametrize("overrides,match", [
     ({"objective.beta": -1.0}, "objective.beta must be >= 0"),
     ({"model.arch": "resnet"}, "model.arch must be one of"),
