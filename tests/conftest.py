@@ -9,9 +9,9 @@
 * the temporary folders made here are removed when the session ends;
 * the files that take longest run first, so the two workers (pyproject's
   addopts) finish together;
-* after each test file, JAX's in-memory caches (compiled programs, traces)
-  and the allocator's free pages are released, so a worker's memory is that
-  of the file it runs, not of every file before it (a program needed again
+* after each test, JAX's in-memory caches (compiled programs, traces) and
+  the allocator's free pages are released, so a worker's memory is that of
+  the test it runs, not of every test before it (a program needed again
   comes back from the compilation cache on disk).
 """
 
@@ -77,8 +77,8 @@ def _release_memory() -> None:
     ctypes.CDLL(libc).malloc_trim(0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _release_memory_after_the_file():
+@pytest.fixture(autouse=True)
+def _release_memory_after_the_test():
   yield
   _release_memory()
 
