@@ -67,14 +67,17 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+_LIBC_NAME = ctypes.util.find_library("c")   # looked up once: it runs ldconfig
+_MALLOC_TRIM = getattr(ctypes.CDLL(_LIBC_NAME), "malloc_trim", None) if _LIBC_NAME else None
+
+
 def _release_memory() -> None:
   import jax
 
   jax.clear_caches()
   gc.collect()
-  libc = ctypes.util.find_library("c")
-  if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):   # glibc: give free pages back
-    ctypes.CDLL(libc).malloc_trim(0)
+  if _MALLOC_TRIM is not None:   # glibc: give free pages back
+    _MALLOC_TRIM(0)
 
 
 @pytest.fixture(autouse=True)
