@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from betatc_jax import checkpointing, logging_utils, losses, metrics, plotting, train_lib
+from betatc_jax import checkpointing, cli, logging_utils, losses, metrics, plotting, train_lib
 from betatc_jax.data.ground_truth import GroundTruthDataset
 from betatc_jax.metrics.beta_vae_score import beta_vae_score
 from betatc_jax.metrics.dci import dci
@@ -240,24 +240,29 @@ def format_table(result: dict[str, Any]) -> str:
                    f"{name:<22}{value:>10}" for name, value in rows)
 
 
-def evaluate_workdir(workdir: str | pathlib.Path) -> dict[str, Any]:
-  """Evaluates the latest checkpoint of a training workdir (see module docstring)."""
+def evaluate_workdir(workdir: str | pathlib.Path, progress: bool = False) -> dict[str, Any]:
+  """Evaluates the latest checkpoint of a training workdir (see module
+  docstring); ``progress`` prints what is evaluated and shows the phase bar."""
   config = load_config(workdir)
   dataset = train_lib.dataset_from_config(config)
   step, params = restore_params(config, workdir, dataset.observation_shape)
-  return evaluate_params(config, params, dataset, step=step, workdir=pathlib.Path(workdir))
+  if progress:
+    print(f"evaluating step {step} of {workdir} on {len(dataset):,} images "
+          f"(S = {config.eval.num_samples:,})", flush=True)
+  return evaluate_params(config, params, dataset, step=step, workdir=pathlib.Path(workdir),
+                         progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
   import argparse
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True, help="a training workdir")
+  parser.add_argument("--no_progress", action="store_true", help="no phase bar")
   args = parser.parse_args(argv)
   try:
-    result = evaluate_workdir(args.workdir)
-  except (FileNotFoundError, ValueError, checkpointing.CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    result = evaluate_workdir(args.workdir, progress=not args.no_progress)
+  except (OSError, ValueError, checkpointing.CheckpointError) as e:
+    cli.fail(e)
   print(format_table(result))
   return 0
 

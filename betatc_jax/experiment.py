@@ -8,6 +8,7 @@ run should end with its evaluation.
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import jax
@@ -17,18 +18,29 @@ from betatc_jax import evaluate, train_lib
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> train_lib.TrainState:
+                       allow_config_change: bool = False,
+                       reevaluate: bool = False) -> train_lib.TrainState:
   """``train_lib.train``, then (with ``config.eval.at_end``, on the chief
   process) ``evaluate.evaluate_params``: eval.json, plots and a printed table.
+  An eval.json of the final step (at the same ``eval.num_samples``) is kept,
+  its table printed again, unless ``reevaluate``.
 
   Raises:
     What ``train_lib.train`` raises.
   """
   state = train_lib.train(config, workdir, allow_config_change=allow_config_change)
-  if config.eval.at_end and jax.process_index() == 0:
-    dataset = train_lib.dataset_from_config(config)
-    result = evaluate.evaluate_params(config, jax.device_get(state.params), dataset,
-                                      step=int(state.step), workdir=pathlib.Path(workdir),
-                                      progress=bool(config.progress_bar))
-    print(evaluate.format_table(result), flush=True)
+  if not config.eval.at_end or jax.process_index() != 0:
+    return state
+  step, path = int(state.step), pathlib.Path(workdir) / "eval.json"
+  saved = json.loads(path.read_text()) if path.is_file() else {}
+  if (saved.get("step"), saved.get("num_samples")) == (step, config.eval.num_samples) \
+      and not reevaluate:
+    print(f"{path} already evaluates step {step} (--reevaluate to compute it again):", flush=True)
+    print(evaluate.format_table(saved), flush=True)
+    return state
+  dataset = train_lib.dataset_from_config(config)
+  result = evaluate.evaluate_params(config, jax.device_get(state.params), dataset, step=step,
+                                    workdir=pathlib.Path(workdir),
+                                    progress=bool(config.progress_bar))
+  print(evaluate.format_table(result), flush=True)
   return state

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from betatc_jax import checkpointing, torch_compat, train_lib
+from betatc_jax import checkpointing, cli, torch_compat, train_lib
 
 
 def load_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
@@ -151,9 +150,8 @@ def main(argv: list[str] | None = None) -> int:
       raise app.UsageError(f"Unexpected arguments: {args[1:]}")
     try:
       path = import_checkpoint(flags.FLAGS.checkpoint, flags.FLAGS.config, flags.FLAGS.workdir)
-    except (FileNotFoundError, ValueError, checkpointing.CheckpointError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+    except (OSError, ValueError, checkpointing.CheckpointError) as e:
+      cli.fail(e)
     print(f"imported {flags.FLAGS.checkpoint} into {path} (step 0)")
 
   app.run(run, argv=argv)

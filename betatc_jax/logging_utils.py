@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 from typing import Any
 
 import tqdm
@@ -43,20 +44,37 @@ class ProgressBar:
   """tqdm over the training steps showing the step, steps/s, the
   reconstruction term, the analytic KL and the TC estimate (labelled with a
   biased estimator's name: MWS's TC carries a batch-size-dependent offset of
-  up to ~(D−1)·log N at small B, so only its changes are readable)."""
+  up to ~(D−1)·log N at small B, so only its changes are readable).
 
-  def __init__(self, start: int, total: int, enabled: bool = True, tc_label: str = "tc"):
+  The loop moves the bar with ``move_to`` whenever ``due()`` (at most every
+  ``interval`` seconds, so it moves during long logging intervals) and sets
+  the logged values with ``show`` at each logged row.
+  """
+
+  def __init__(self, start: int, total: int, enabled: bool = True, tc_label: str = "tc",
+               interval: float = 1.0, desc: str | None = None):
     self._bar = tqdm.tqdm(total=total, initial=start, unit="step", disable=not enabled,
-                          dynamic_ncols=True)
+                          dynamic_ncols=True, desc=desc)
+    self._enabled, self._interval = enabled, interval
+    self._last = time.monotonic()
     self._tc_label = tc_label
 
-  def update(self, steps: int, row: dict[str, Any]) -> None:
+  def due(self) -> bool:
+    """True when enabled and ``interval`` seconds have passed since the bar last moved."""
+    return self._enabled and time.monotonic() - self._last >= self._interval
+
+  def move_to(self, step: int) -> None:
+    self._bar.update(step - self._bar.n)
+    self._last = time.monotonic()
+
+  def show(self, step: int, row: dict[str, Any]) -> None:
+    """Moves to ``step`` and shows the logged ``row``'s values."""
     shown = {"recon": f"{row['recon']:.1f}", "kl": f"{row['kl']:.2f}"} if "recon" in row else {
         "loss": f"{row['loss']:.2f}"}
     if "tc" in row:
       shown[self._tc_label] = f"{row['tc']:.2f}"
     self._bar.set_postfix(shown, refresh=False)
-    self._bar.update(steps)
+    self.move_to(step)
 
   def close(self) -> None:
     self._bar.close()

@@ -237,6 +237,8 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
   with inputs.shape_errors_as_value_errors():
     chex.assert_rank([mu, logvar, z], 2)
     chex.assert_equal_shape([mu, logvar, z])
+  inputs.check_batch_sizes("the objective", x=x, decoder_out=decoder_out, mu=mu, logvar=logvar,
+                           z=z)
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator,
                                       marginal_estimator=marginal_estimator)
@@ -383,6 +385,8 @@ def beta_vae_objective(
   """
   with inputs.shape_errors_as_value_errors():
     chex.assert_equal_shape([mu, logvar])
+  inputs.check_batch_sizes("beta_vae_objective", x=x, decoder_out=decoder_out, mu=mu,
+                           logvar=logvar, z=z)
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   kl = jnp.mean(estimators.gaussian_kl_to_standard_normal(mu, logvar))
   loss = recon + beta * kl

@@ -126,7 +126,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
                      member_devices: int | None = None,
                      dataset: GroundTruthDataset | None = None,
                      on_non_finite: str = "stop", deadline: float | None = None,
-                     save_checkpoints: bool = True
+                     save_checkpoints: bool = True, progress: bool = False
                      ) -> tuple[train_lib.TrainState, jax.Array]:
   """Trains every member to ``base.num_train_steps`` together, resuming from
   ``workdir/checkpoints``; each member's metrics.jsonl and TensorBoard events
@@ -152,6 +152,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
       loop returns early, at a boundary, to honour it (None: no deadline).
     save_checkpoints: False writes no checkpoint (a machine whose disk does
       not outlive the call; a resumed call then starts from step 0).
+    progress: a bar over the steps (on process 0).
 
   Returns:
     (stacked states, step keys [K]) at ``base.num_train_steps``, or at the
@@ -174,7 +175,7 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     return _train_population(base, members, workdir, data_on_device=data_on_device,
                              member_devices=member_devices, dataset=dataset,
                              on_non_finite=on_non_finite, deadline=deadline,
-                             save_checkpoints=save_checkpoints)
+                             save_checkpoints=save_checkpoints, progress=progress)
 
 
 def _resume_advice(workdir: str | pathlib.Path) -> str:
@@ -188,10 +189,10 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
                       member_devices: int | None = None,
                       dataset: GroundTruthDataset | None = None,
                       on_non_finite: str = "stop", deadline: float | None = None,
-                      save_checkpoints: bool = True
+                      save_checkpoints: bool = True, progress: bool = False
                       ) -> tuple[train_lib.TrainState, jax.Array]:
   """``train_population`` inside its heartbeat."""
-  from betatc_jax.logging_utils import MetricWriter
+  from betatc_jax.logging_utils import MetricWriter, ProgressBar
 
   if on_non_finite not in NON_FINITE_POLICIES:
     raise ValueError(f"on_non_finite must be one of {NON_FINITE_POLICIES}, got "
@@ -262,6 +263,8 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
     return states, live, metrics
 
   writers = [MetricWriter(member_dir(workdir, m.name)) for m in members]
+  bar = ProgressBar(start_step, base.num_train_steps, enabled=progress and processes.is_chief(),
+                    desc=f"{num_members} members")
   seeds = [c.seed for c in configs]
   total, batch_size = base.num_train_steps, base.batch_size
   boundaries = sorted({s for s in range(start_step + 1, total + 1)
@@ -269,6 +272,7 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
                       | {total})
   last_saved = restored_step
   step = start_step
+  unlogged: list[list[dict[str, Any]]] = [[] for _ in members]   # rows since each one's last row
 
   def save(step):
     if save_checkpoints:
@@ -294,18 +298,21 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
           states, live, metrics = run_step(states, live, images, indices, np.int32(offset),
                                            keys)
           pending.append(metrics)
+          bar_tick(bar, metrics, step + offset + 1)
       else:
         for offset in range(num):
           batch = np.stack([gather_rows(dataset.images, rows) for rows in indices[offset]])
           states, live, metrics = run_step(
               states, live, processes.to_global(batch, batch_sharding, num_members), keys)
           pending.append(metrics)
+          bar_tick(bar, metrics, step + offset + 1)
       # The steps are dispatched, not done: the next interval's indices are
       # computed while the device works, so it never waits on them.
       upcoming = interval_indices(i + 1)
       host = [{name: processes.local_value(v) for name, v in m.items()} for m in pending]
       elapsed = time.perf_counter() - t0
       step = boundary
+      bar.move_to(step)
       stop = None                                  # (global member index, step, message)
       for k, (member, writer) in enumerate(zip(members, writers)):
         if not live_host[k]:
@@ -328,12 +335,14 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
                 f"grad_norm={info['grad_norm']}); frozen at its state of step {diverged - 1}",
                 flush=True)
           rows = rows[:bad]
-        if rows and (step % base.log_every_steps == 0 or step == total):
-          row = train_lib.mean_row(rows)
+        unlogged[k] += rows        # a row averages every step since the last row
+        if unlogged[k] and (bad is not None or step % base.log_every_steps == 0 or step == total):
+          row = train_lib.mean_row(unlogged[k])
           row.update(step=step - num + len(rows), steps_per_sec=num / elapsed,
                      images_per_sec=num * batch_size / elapsed,
                      population_images_per_sec=num * batch_size * num_members / elapsed)
           writer.write(row)
+          unlogged[k] = []
       following = boundaries[i + 1] - step if i + 1 < len(boundaries) else 0
       late = (deadline is not None and following
               and time.time() + elapsed / num * following > deadline)
@@ -360,10 +369,18 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
           last_saved = save(step)
         break
   finally:
+    bar.close()
     for writer in writers:
       writer.close()
     manager.wait_until_finished()
   return states, keys
+
+
+def bar_tick(bar, metrics: dict[str, jax.Array], step: int) -> None:
+  """Moves ``bar`` to ``step`` when it is due, after waiting for that step."""
+  if bar.due():
+    jax.block_until_ready(metrics["loss"])
+    bar.move_to(step)
 
 
 # ------------------------------------------------------------------ members as runs
@@ -433,8 +450,8 @@ def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, s
 def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
                      states: train_lib.TrainState, dataset: GroundTruthDataset, *,
                      workdir: str | pathlib.Path | None = None, other_metrics: bool = False,
-                     frozen: Mapping[str, Mapping[str, Any]] | None = None
-                     ) -> list[dict[str, Any]]:
+                     frozen: Mapping[str, Mapping[str, Any]] | None = None,
+                     progress: bool = False) -> list[dict[str, Any]]:
   """``evaluate_member`` of every member, one after another (the encoder is
   compiled once for all; MIG's estimator dominates and does not batch over
   members). With ``workdir``, each member's eval.json and plots go to its
@@ -442,15 +459,22 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
 
   Args:
     frozen: ``frozen_members`` of the population (None: none frozen).
+    progress: a bar over the members.
 
   Returns:
     One result per member, in order.
   """
+  import tqdm
   configs = validate_population(base, members)
   params = jax.device_get(states.params)
   frozen = frozen or {}
-  return [evaluate_member(config, member.name, unstack(params, k), int(states.step[k]), dataset,
-                          frozen=frozen.get(member.name),
-                          workdir=member_dir(workdir, member.name) if workdir is not None else None,
-                          other_metrics=other_metrics)
-          for k, (member, config) in enumerate(zip(members, configs))]
+  results = []
+  for k, (member, config) in enumerate(tqdm.tqdm(list(zip(members, configs)), unit="member",
+                                                 desc="evaluating", disable=not progress,
+                                                 dynamic_ncols=True)):
+    results.append(evaluate_member(
+        config, member.name, unstack(params, k), int(states.step[k]), dataset,
+        frozen=frozen.get(member.name),
+        workdir=member_dir(workdir, member.name) if workdir is not None else None,
+        other_metrics=other_metrics))
+  return results

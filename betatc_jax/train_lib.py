@@ -527,6 +527,33 @@ def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   path.write_text("".join(row + "\n" for row in rows))
 
 
+UNLOGGED_FILE = "metrics_unlogged.json"
+
+
+def unlogged_path(workdir: pathlib.Path) -> pathlib.Path:
+  return workdir / UNLOGGED_FILE
+
+
+def save_unlogged_rows(workdir: pathlib.Path, step: int, rows: list[dict[str, Any]]) -> None:
+  """Keeps the per-step metrics of an interval cut short by Ctrl-C (steps
+  after the last logged row, up to ``step``), so the resumed run's row of
+  that interval averages all its steps, as an uninterrupted run's does."""
+  record = {"step": int(step), "rows": [{k: float(v) for k, v in r.items()} for r in rows]}
+  tmp = unlogged_path(workdir).with_suffix(".tmp")
+  tmp.write_text(json.dumps(record))
+  tmp.replace(unlogged_path(workdir))
+
+
+def load_unlogged_rows(workdir: pathlib.Path, step: int) -> list[dict[str, Any]]:
+  """The rows ``save_unlogged_rows`` kept at ``step`` (a resume from another
+  step, or none kept: [])."""
+  path = unlogged_path(workdir)
+  if not path.is_file():
+    return []
+  record = json.loads(path.read_text())
+  return record["rows"] if record["step"] == step else []
+
+
 def first_non_finite(host: list[dict[str, np.ndarray]]) -> int | None:
   """Index of the first step whose metrics say non-finite, or None."""
   bad = [i for i, m in enumerate(host) if m["finite"] < 1.0]
@@ -634,43 +661,62 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
                          enabled=is_chief and config.progress_bar,
                          tc_label="tc" if unbiased else f"tc({config.objective.estimator}, offset)")
   last_saved = restored_step
-  pending: list[dict[str, jax.Array]] = []
-  t0, images_since = time.perf_counter(), 0
+  total = config.num_train_steps
+  if start_step >= total and is_chief:
+    print(f"workdir {workdir} is already trained to step {start_step} of {total}", flush=True)
+  pending: list[dict[str, jax.Array]] = []       # device metrics since the last boundary
+  unlogged = load_unlogged_rows(workdir_path, start_step)   # host rows since the last row
+  t0, steps_timed = time.perf_counter(), 0
   batches = pipeline.Batches(dataset, config.batch_size, config.seed, start_step,
                              sharding.data_sharding(mesh))
   signals = _InterruptFlag()
+
+  def check_finite(host, first_step):
+    bad = first_non_finite(host)
+    if bad is not None:
+      manager.wait_until_finished()
+      raise NonFiniteLossError(non_finite_message(host[bad], first_step + bad + 1, last_saved,
+                                                  manager.directory))
+
   try:
-    for step in range(start_step, config.num_train_steps):
+    for step in range(start_step, total):
       if signals.raised:
+        host, pending = jax.device_get(pending), []
+        check_finite(host, step - len(host))
         manager.wait_until_finished()
         if last_saved != step:
           checkpointing.save(manager, step, checkpoint_tree(state, step_key))
           manager.wait_until_finished()
+        if is_chief:
+          save_unlogged_rows(workdir_path, step, unlogged + host)
         raise TrainingInterrupted(step, workdir)
       _, batch = next(batches)
       state, metrics = step_fn(state, batch, step_key)
       pending.append(metrics)
-      images_since += config.batch_size
+      steps_timed += 1
       done = step + 1
-      if done % config.log_every_steps == 0 or done == config.num_train_steps or \
-         done % config.checkpoint_every_steps == 0:
-        host = jax.device_get(pending)
-        bad = first_non_finite(host)
-        if bad is not None:
-          manager.wait_until_finished()
-          raise NonFiniteLossError(non_finite_message(host[bad], done - len(host) + bad + 1,
-                                                      last_saved, manager.directory))
+      if progress.due():        # at most once a second: wait for this step, move the bar
+        jax.block_until_ready(metrics["loss"])
+        progress.move_to(done)
+      log = done % config.log_every_steps == 0 or done == total
+      save = done % config.checkpoint_every_steps == 0 or done == total
+      if log or save:
+        host, pending = jax.device_get(pending), []
+        check_finite(host, done - len(host))
+        unlogged += host
+      if log:
         elapsed = time.perf_counter() - t0
-        row = mean_row(host)
-        row.update(step=done, steps_per_sec=len(host) / elapsed,
-                   images_per_sec=images_since / elapsed)
-        if done % config.log_every_steps == 0 or done == config.num_train_steps:
-          writer.write(row)
-        progress.update(len(host), row)
-        pending, t0, images_since = [], time.perf_counter(), 0
-        if done % config.checkpoint_every_steps == 0 or done == config.num_train_steps:
-          checkpointing.save(manager, done, checkpoint_tree(state, step_key))
-          last_saved = done
+        row = mean_row(unlogged)
+        row.update(step=done, steps_per_sec=steps_timed / elapsed,
+                   images_per_sec=steps_timed * config.batch_size / elapsed)
+        writer.write(row)
+        progress.show(done, row)
+        unlogged, t0, steps_timed = [], time.perf_counter(), 0
+        if is_chief:
+          unlogged_path(workdir_path).unlink(missing_ok=True)
+      if save:
+        checkpointing.save(manager, done, checkpoint_tree(state, step_key))
+        last_saved = done
   finally:
     signals.restore()
     batches.close()

@@ -1,7 +1,7 @@
 """Baseline: β-VAE (β=6, analytic KL) with the default's model, data and budget.
 
 Command:
-  python train.py --config configs/beta_vae.py --workdir workdirs/beta_vae
+  .venv/bin/python train.py --config configs/beta_vae.py --workdir workdirs/beta_vae
 
 Expect: the same run time as configs/default.py. The logged mi/tc/dim_kl are
 the default estimator's (MWS) estimates, for monitoring only (not in the

@@ -2,24 +2,25 @@
 for a 2-core CPU (the search is in results/cpu_search/).
 
 Command:
-  python train.py --config configs/default.py --workdir workdirs/default
+  .venv/bin/python train.py --config configs/default.py --workdir workdirs/default
 
-Expect: about 7.5 minutes on 2 CPU cores (AMD EPYC, measured 7 min 21 s):
-5 min 40 s of training (7,000 steps, ~21 steps/s, ~1,340 img/s; the first
-run also renders and caches the dataset, ~10 s), then ~1.6 min of
-evaluation. metrics.jsonl, TensorBoard events, checkpoints, PNGs and
-eval.json land in the workdir. The logged loss ends near 710 and tc near
-113: MWS's constant offsets (docs/training.md); eval.json's TC is the
-dataset-level one (1.6 for seed 0). MIG (S = 10,000, shape excluded) over
-seeds 0, 1, 2 on this machine: 0.017 / 0.292 / 0.154 (mean 0.155), against
-0.110 / 0.110 / 0.135 (mean 0.118) for configs/beta_vae.py; this config run
-alone (seed 0) gave 0.091, traversals with position and scale mixed. Not
+Expect: 4.6 to 7.5 minutes on 2 CPU cores (AMD EPYC: 4 min 36 s on a Zen
+5, 7 min 21 s on an older one): 3 min 16 s to 5 min 40 s of training
+(7,000 steps at 36 to 21 steps/s; the first run also renders and caches the
+dataset, ~10 s), then 1.1 to 1.6 min of evaluation. metrics.jsonl,
+TensorBoard events, checkpoints, PNGs and eval.json land in the workdir.
+The logged loss ends near 710 and tc near 113: MWS's constant offsets
+(docs/training.md); eval.json's TC is the dataset-level one (1.6 for seed
+0). MIG (S = 10,000, shape excluded) over seeds 0, 1, 2, trained as one
+population: 0.017 / 0.292 / 0.154 (mean 0.155), against 0.110 / 0.110 /
+0.135 (mean 0.118) for configs/beta_vae.py; this config run alone (seed 0)
+gave 0.091 on both EPYCs, traversals with position and scale mixed. Not
 reliably disentangled (MIG ≥ 0.30), nor the paper's ~0.5: the random seed
-decides. A run that
-puts position x and y on one latent each in its first ~1,000 steps keeps
-them (MIG ~0.3); one that starts with a rotated position code stays low.
-Other CPUs give other numbers for the same seed (float32 rounding; training
-is chaotic): compare ranges over seeds.
+decides. A run that puts position x and y on one latent each in its first
+~1,000 steps keeps them (MIG ~0.3); one that starts with a rotated position
+code stays low. Other CPUs can give other numbers for the same seed
+(float32 rounding; training is chaotic: another 2-core EPYC gave MIG 0.204
+for seed 0): compare ranges over seeds.
 
 Departures from the paper (Chen et al. 2018, configs/dsprites_paper.py),
 each measured in results/cpu_search/NOTES.md:

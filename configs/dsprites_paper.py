@@ -1,7 +1,7 @@
 """The paper's dSprites run, trained as the official code trains it: meant for a GPU.
 
 Command:
-  python train.py --config configs/dsprites_paper.py --workdir workdirs/paper
+  .venv/bin/python train.py --config configs/dsprites_paper.py --workdir workdirs/paper
 
 It is ``python vae_quant.py --dataset shapes --beta 6 --tcvae`` of the
 official code (rtqichen/beta-tcvae), detail by detail. Files and names are

@@ -1,7 +1,7 @@
 """AntixK PyTorch-VAE's own experiment: its configs/betatc_vae.yaml on CelebA.
 
 Command (CelebA cannot be downloaded here; point it at your folder):
-  python train.py --config configs/seed_celeba.py --workdir workdirs/celeba \
+  .venv/bin/python train.py --config configs/seed_celeba.py --workdir workdirs/celeba \
       --config.dataset.path=/data/celeba/img_align_celeba
 
 What it sets, as PyTorch-VAE does: its conv net (seed_conv) from

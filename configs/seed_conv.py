@@ -9,11 +9,11 @@ targets. Its training step equals PyTorch-VAE's, step for step
 (tests/seed_parity_test.py).
 
 Command:
-  python train.py --config configs/seed_conv.py --workdir workdirs/seed_conv
+  .venv/bin/python train.py --config configs/seed_conv.py --workdir workdirs/seed_conv
 
 Expect: ~270 img/s on 2 CPU cores (the matmul convolutions that
 model.conv_impl="auto" picks on CPU), so 1,000 steps take about 4 minutes. Use estimator=mss for the unbiased estimator:
-  python train.py --config configs/seed_conv.py --config.objective.estimator=mss ...
+  .venv/bin/python train.py --config configs/seed_conv.py --config.objective.estimator=mss ...
 """
 
 from configs import default

@@ -2,10 +2,16 @@
 metrics against each method's hyperparameter on procedural dSprites (the
 paper's Fig. 4, and disentanglement_lib's comparison).
 
-  python scripts/sweep.py --steps 500 --eval_steps 250 --root workdirs/sweep --out results
-  python scripts/sweep.py --steps 2000 --eval_steps "" --seeds 0 \\
+  .venv/bin/python scripts/sweep.py --steps 500 --eval_steps 250 --root workdirs/sweep \\
+      --out workdirs/sweep_out
+  .venv/bin/python scripts/sweep.py --steps 2000 --eval_steps "" --seeds 0 \\
       --methods betatc_vae,beta_vae,factorvae,dip_vae_i,dip_vae_ii,annealed_vae \\
-      --root workdirs/methods --out results_methods
+      --root workdirs/methods --out workdirs/methods_out
+
+Cost on 2 CPU cores: each run's evaluation at ``--steps`` takes ~51 s at the
+default sub-grid with every metric (~9 s with ``--skip_other_metrics
+--eval_samples 2000``), each ``--eval_steps`` milestone ~19 s a run
+(docs/populations.md).
 
 Trains every (seed, method, hyperparameter value) of the grid with the
 paper's MLP and a Bernoulli likelihood as one population
@@ -38,7 +44,9 @@ metrics unless ``--skip_other_metrics``), then writes into ``--out``:
 
 Methods (``--methods``) and their hyperparameter grids (``METHODS``; ``--betas``
 for the β methods, ``--values METHOD=...`` for any): ``beta_vae``,
-``betatc_vae`` (MSS), ``betatc_vae_mws`` (the official code's estimator),
+``betatc_vae`` (MSS, the unbiased estimator: the default beside
+``beta_vae``), ``betatc_vae_mws`` (MWS, the official code's estimator and
+``configs/default.py``'s),
 ``betatc_official`` (the official code's training: MWS, PyTorch's init, a
 (μ, log σ) head, its clamped Bernoulli; a population of its own in
 ROOT/betatc_official), ``betatc_vae_mss_alpha`` (MSS with α = β: MI weighted
@@ -60,8 +68,8 @@ distributed.coordinator_address=HOST:PORT --set distributed.num_processes=P
 --set distributed.process_id=I`` (docs/populations.md).
 
 Paper scale on a GPU (50 epochs of the full grid at B=2048, ~18,000 steps):
-  python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
-      --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out results_sweep_paper
+  .venv/bin/python scripts/sweep.py --steps 18000 --eval_steps 2000,6000 --batch_size 2048 \\
+      --subsample 1,1,1,1,1 --root workdirs/sweep_paper --out workdirs/sweep_paper_out
 """
 
 from __future__ import annotations
@@ -371,9 +379,10 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
       continue
     config = base_config(args, step, method)
     t0 = time.perf_counter()
+    print(f"population {root} ({len(runs)} runs): training to step {step}", flush=True)
     states, keys = population.train_population(config, runs, root, dataset=dataset,
                                                data_on_device=not args.host_data,
-                                               on_non_finite="freeze")
+                                               on_non_finite="freeze", progress=True)
     earlier = max((int(k) for k in timing if int(k) < step), default=None)
     train_seconds = (timing[str(earlier)]["train_seconds"] if earlier is not None else 0.0) \
         + time.perf_counter() - t0
@@ -391,7 +400,7 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
                                          np.asarray([here[m.name] for m in todo], np.int32)),
         dataset, workdir=root if final else None,
         other_metrics=final and not args.skip_other_metrics,
-        frozen=population.frozen_members(root))
+        frozen=population.frozen_members(root), progress=processes.is_chief())
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
       method, value, seed = run_of[member.name]
@@ -735,14 +744,20 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  sys.stdout.reconfigure(line_buffering=True)     # each line as it comes, redirected or not
   args = parse_args(argv)
-  from betatc_jax import processes, sharding
-  sharding.initialize_from_config(base_config(args, args.steps))   # before any JAX work
-  if not args.report_only:
-    train_population(args)
-  processes.barrier("sweep trained")
-  if processes.is_chief():     # the tables and figures, once, from every run's evaluation
-    report(args, argv)
+  from betatc_jax import checkpointing, cli, population, processes, sharding
+  try:
+    sharding.initialize_from_config(base_config(args, args.steps))   # before any JAX work
+    if not args.report_only:
+      train_population(args)
+    processes.barrier("sweep trained")
+    if processes.is_chief():     # the tables and figures, once, from every run's evaluation
+      report(args, argv)
+  except (OSError, ValueError, checkpointing.CheckpointError) as e:
+    cli.fail(e)
+  except population.NonFiniteLossError as e:
+    cli.fail(e, code=cli.NON_FINITE)
   return 0
 
 

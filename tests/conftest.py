@@ -6,7 +6,10 @@
 * one JAX compilation cache for the whole session (subprocesses too): the
   same train step, evaluation or model, compiled by many tests, is compiled
   once. Set JAX_COMPILATION_CACHE_DIR yourself to keep one between sessions;
-* the temporary folders made here are removed when the session ends;
+* the temporary folders made here are removed when the session ends, and
+  what pytest keeps of a failed test's folders (its logs, configs and JSON)
+  loses every file over 1 MB (checkpoints, datasets), so a failure never
+  leaves gigabytes behind (``PRUNED.txt`` lists what went);
 * the files that take longest run first, so the two workers (pyproject's
   addopts) finish together;
 * after each test, JAX's in-memory caches (compiled programs, traces) and
@@ -62,9 +65,35 @@ def pytest_collection_modifyitems(session, config, items):
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable within a file
 
 
+KEEP_BYTES = 2**20
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
   for folder in _MADE_HERE:
     shutil.rmtree(folder, ignore_errors=True)
+  factory = getattr(session.config, "_tmp_path_factory", None)
+  if factory is not None and getattr(factory, "_basetemp", None) is not None:
+    prune_large_files(factory.getbasetemp())
+
+
+def prune_large_files(folder) -> None:
+  """Deletes every file over ``KEEP_BYTES`` under ``folder``, listing them in
+  ``folder/PRUNED.txt``."""
+  removed = []
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      try:
+        size = os.lstat(path).st_size
+        if size > KEEP_BYTES:
+          os.unlink(path)
+          removed.append(f"{size:>12} {path}")
+      except OSError:
+        pass
+  if removed:
+    with open(os.path.join(folder, "PRUNED.txt"), "a") as f:
+      f.write("\n".join(removed) + "\n")
 
 
 _LIBC_NAME = ctypes.util.find_library("c")   # looked up once: it runs ldconfig

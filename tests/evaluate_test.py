@@ -45,14 +45,18 @@ def test_evaluate_command_reproduces_eval_json(evaluated, capsys):
 
 
 def test_missing_workdir(tmp_path, capsys):
-  assert evaluate.main(["--workdir", str(tmp_path / "nope")]) == 2
-  assert "No workdir" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    evaluate.main(["--workdir", str(tmp_path / "nope")])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err == f"error: No workdir {tmp_path / 'nope'}.\n"
 
 
 def test_workdir_without_checkpoint(tmp_path, capsys):
   (tmp_path / "config.json").write_text(small_config().to_json())
-  assert evaluate.main(["--workdir", str(tmp_path)]) == 2
-  assert "No checkpoint" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit_:
+    evaluate.main(["--workdir", str(tmp_path)])
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err.startswith("error: No checkpoint in")
 
 
 def test_dataset_without_factors(evaluated):

@@ -7,11 +7,11 @@ import importlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
+import children
 from train_test import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
@@ -158,9 +158,9 @@ def test_smoke_run_then_merge(tmp_path):
   out = tmp_path / "out"
   env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable,
          "PAPER_SWEEP_WORK": str(tmp_path / "work"), "PAPER_SWEEP_BUDGET": "400"}
-  result = subprocess.run(["bash", "benchmarks/gpu/paper_sweep.sh", "--smoke", "--queue",
-                           str(queue), "--results", str(results / "results.csv")], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+  result = children.run(["bash", "benchmarks/gpu/paper_sweep.sh", "--smoke", "--queue",
+                         str(queue), "--results", str(results / "results.csv")], cwd=ROOT,
+                        env=env, watch=[out, tmp_path / "work"])
   assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
   assert {p.name for p in out.iterdir()} == {"rows.csv", "evals.jsonl", "plan.json",
                                              "profile.json", "timing.log"}

@@ -1,6 +1,5 @@
 """python -m betatc_jax.import_torch: PyTorch-VAE checkpoints in, end to end."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import children
 from betatc_jax import evaluate, import_torch, models, train_lib
 from configs import seed_celeba
 from torch_reference import BetaTCVAE, assert_seed_conv_matches
@@ -61,7 +61,7 @@ def test_lightning_checkpoint_through_the_command_then_evaluate_and_fine_tune(se
          "--config.dataset.max_images=0", "--config.batch_size=8", "--config.seed=0",
          "--config.eval.num_samples=20", "--config.eval.num_images=4",
          "--config.eval.traversal_steps=3", "--config.progress_bar=False"]
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  result = children.run(cmd, cwd=ROOT, watch=[workdir])
   assert result.returncode == 0, result.stderr[-3000:]
   assert_matches_torch(workdir, ref)
   out = evaluate.evaluate_workdir(workdir)

@@ -6,7 +6,6 @@ count that does not split the members is refused before any work."""
 import os
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from betatc_jax import population
+from children import Child, finish
 from population_test import assert_rows_close
 from train_test import ROOT, checkpoint_steps, small_config
 
@@ -65,19 +65,13 @@ def launch(workdir, phases, devices, port="", process_id=0):
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   code = _RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"))
-  return subprocess.Popen([sys.executable, "-c", code, str(workdir), str(port), str(process_id),
-                           ",".join(map(str, phases))],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return Child([sys.executable, "-c", code, str(workdir), str(port), str(process_id),
+                ",".join(map(str, phases))], watch=[workdir], env=env)
 
 
 def launch_two(workdir, phases_of):
   port = free_port()
   return [launch(workdir, phases_of[p], 2, port, p) for p in range(2)]
-
-
-def finish(procs, timeout=400):
-  return [(p.returncode, out, err) for p, (out, err) in
-          ((p, p.communicate(timeout=timeout)) for p in procs)]
 
 
 @pytest.mark.slow
@@ -134,16 +128,15 @@ def test_the_sweep_on_two_processes_equals_one(tmp_path):
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   port = free_port()
   command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), *args]
-  procs = [subprocess.Popen(
+  procs = [Child(
       command + ["--root", str(tmp_path / "two"), "--out", str(tmp_path / f"out{p}"),
                  "--set", f"distributed.coordinator_address=127.0.0.1:{port}",
                  "--set", "distributed.num_processes=2", "--set", f"distributed.process_id={p}"],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in range(2)]
-  procs.append(subprocess.Popen(command + ["--root", str(tmp_path / "one"),
-                                           "--out", str(tmp_path / "one_out")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True))
-  done = finish(procs, timeout=150)
+      watch=[tmp_path / "two"], env=env) for p in range(2)]
+  procs.append(Child(command + ["--root", str(tmp_path / "one"),
+                                "--out", str(tmp_path / "one_out")],
+                     watch=[tmp_path / "one"], env=env))
+  done = finish(procs)
   assert all(rc == 0 for rc, _, _ in done), [err[-4000:] for _, _, err in done]
   assert not (tmp_path / "out1").exists()              # the report is written once
   read = lambda path: list(csv.DictReader(open(path)))

@@ -4,7 +4,6 @@ devices, export to single-run workdirs, evaluation, errors."""
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import textwrap
 
@@ -12,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+import children
 from betatc_jax import evaluate, population, train_lib
 from train_test import ROOT, checkpoint_steps, read_rows, small_config
 
@@ -247,13 +247,13 @@ def test_four_devices_split_members_and_batches(tmp_path):
   equal the population on one device."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
   code = _RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"))
-  procs = {m: subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"m{m}"), str(m)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  procs = {m: children.Child([sys.executable, "-c", code, str(tmp_path / f"m{m}"), str(m)],
+                             watch=[tmp_path / f"m{m}"], env=env)
            for m in (2,)}
   population.train_population(base_config(8), MEMBERS[:2], tmp_path / "one")
   for m, proc in procs.items():
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-6000:]
+    (returncode, out, err), = children.finish([proc])
+    assert returncode == 0, err[-6000:]
     assert "DEVICES 4 SHARDS 4" in out
     for member in MEMBERS[:2]:
       assert_rows_close(population.member_dir(tmp_path / "one", member.name),

@@ -3,12 +3,12 @@
 import hashlib
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import children
 from betatc_jax.data import dsprites, load_dataset
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
@@ -103,11 +103,11 @@ def test_concurrent_first_loads_do_not_corrupt_the_cache(tmp_path):
           "ds = load_dataset('dsprites', subsample=(1, 2, 4, 4, 4)); "
           "print(hashlib.sha256(ds.images.tobytes()).hexdigest())")
   env = {**os.environ, "BETATC_JAX_CACHE": str(tmp_path)}
-  procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for _ in range(2)]
-  outs = [p.communicate(timeout=300) for p in procs]
-  assert all(p.returncode == 0 for p in procs), outs
-  digests = {o[0].strip() for o in outs}
+  procs = [children.Child([sys.executable, "-c", code], watch=[tmp_path], env=env)
+           for _ in range(2)]
+  outs = children.finish(procs)
+  assert all(rc == 0 for rc, _, _ in outs), outs
+  digests = {out.strip() for _, out, _ in outs}
   assert len(digests) == 1
   (path,) = tmp_path.glob("*.bits")
   assert not list(tmp_path.glob("*.tmp*"))

@@ -39,3 +39,15 @@ def test_loss_imports_nothing_from_models_data_or_trainer():
           "print(bad); sys.exit(1 if bad else 0)")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
   assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_failed_tests_folder_keeps_its_logs_and_loses_its_large_files(tmp_path):
+  """conftest's pruning: files over 1 MB go (listed), small ones stay."""
+  import conftest
+  (tmp_path / "run" / "checkpoints" / "4").mkdir(parents=True)
+  big = tmp_path / "run" / "checkpoints" / "4" / "params"
+  big.write_bytes(b"\0" * (conftest.KEEP_BYTES + 1))
+  (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 4}\n')
+  conftest.prune_large_files(tmp_path)
+  assert not big.exists() and (tmp_path / "run" / "metrics.jsonl").is_file()
+  assert str(big) in (tmp_path / "PRUNED.txt").read_text()

@@ -1,12 +1,12 @@
 """Input pipeline: determinism, resume, epochs, sharding over 4 simulated devices."""
 
-import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+import children
 from betatc_jax.data import pipeline
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
@@ -87,5 +87,5 @@ def test_sharding_over_four_devices():
         raise AssertionError("no error")
       print("OK")
   """)
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  result = children.run([sys.executable, "-c", code])
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

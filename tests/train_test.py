@@ -4,7 +4,6 @@ import json
 import os
 import pathlib
 import socket
-import subprocess
 import sys
 import textwrap
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import children
 from betatc_jax import checkpointing, train_lib
 from configs import default
 
@@ -133,11 +133,85 @@ def test_resume_equals_uninterrupted(trained, tmp_path):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f"{key} at step {a['step']}")
 
 
-def test_finished_run_is_not_retrained(trained):
+LOSS_TERMS = ("loss", "recon", "mi", "tc", "dim_kl", "kl")
+
+
+def test_a_row_averages_every_step_since_the_last_row(tmp_path):
+  """With checkpoints every 6 steps and rows every 4, the row of step 8 is
+  the mean of steps 5-8 (a run logging every step gives them)."""
+  train_lib.train(small_config(log_every_steps=1), str(tmp_path / "each"))
+  train_lib.train(small_config(log_every_steps=4, checkpoint_every_steps=6), str(tmp_path / "four"))
+  each = {r["step"]: r for r in read_rows(tmp_path / "each")}
+  rows = read_rows(tmp_path / "four")
+  assert [r["step"] for r in rows] == [4, 8, 12]
+  for row in rows:
+    for key in LOSS_TERMS:
+      want = np.mean([each[s][key] for s in range(row["step"] - 3, row["step"] + 1)])
+      np.testing.assert_allclose(row[key], want, rtol=1e-6, err_msg=f"{key} at {row['step']}")
+
+
+class InterruptAtStep:
+  """Stands in for the SIGINT flag: raised when the loop checks it before
+  update ``step`` (it checks once before each)."""
+  step = 5
+
+  def __init__(self):
+    self.checks = 0
+
+  @property
+  def raised(self):
+    self.checks += 1
+    return self.checks > self.step
+
+  def restore(self):
+    pass
+
+
+def test_the_row_spanning_a_ctrl_c_averages_the_steps_before_it_too(trained, tmp_path,
+                                                                     monkeypatch):
+  """Interrupted before update 5 (rows every 2 steps): steps 4-5 are
+  kept with the checkpoint, and the resumed run's rows equal the
+  uninterrupted run's, the row of step 6 included."""
+  workdir, config, _ = trained
+  with monkeypatch.context() as patch:
+    patch.setattr(train_lib, "_InterruptFlag", InterruptAtStep)
+    with pytest.raises(train_lib.TrainingInterrupted, match="interrupted at step 5"):
+      train_lib.train(small_config(), str(tmp_path))
+  assert checkpoint_steps(tmp_path) == [5]
+  assert json.loads((tmp_path / train_lib.UNLOGGED_FILE).read_text())["step"] == 5
+  train_lib.train(small_config(), str(tmp_path))
+  assert not (tmp_path / train_lib.UNLOGGED_FILE).exists()
+  resumed, uninterrupted = read_rows(tmp_path), read_rows(workdir)
+  assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted]
+  for a, b in zip(resumed, uninterrupted):
+    for key in LOSS_TERMS:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f"{key} at step {a['step']}")
+
+
+def test_finished_run_is_not_retrained(trained, capsys):
   workdir, config, _ = trained
   before = read_rows(workdir)
   state = train_lib.train(config, str(workdir))
   assert int(state.step) == 12 and read_rows(workdir) == before
+  assert f"workdir {workdir} is already trained to step 12 of 12" in capsys.readouterr().out
+
+
+def test_a_finished_runs_evaluation_is_kept_unless_asked_again(tmp_path, capsys):
+  """The rerun of a finished command prints the saved evaluation instead of
+  computing it again; ``reevaluate`` (train.py --reevaluate) recomputes it."""
+  from betatc_jax import experiment
+  config = small_config(num_train_steps=4, **{"eval.at_end": True})
+  experiment.train_and_evaluate(config, str(tmp_path))
+  path = tmp_path / "eval.json"
+  first = path.read_text()
+  path.write_text(first.replace('"mig":', '"mig_marker": 1, "mig":', 1))  # so we see a rewrite
+  capsys.readouterr()
+  experiment.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert f"{path} already evaluates step 4 (--reevaluate to compute it again)" in out
+  assert "MIG (paper)" in out and "mig_marker" in path.read_text()
+  experiment.train_and_evaluate(config, str(tmp_path), reevaluate=True)
+  assert path.read_text() == first
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -239,7 +313,7 @@ def test_unknown_config_key(tmp_path):
 def test_train_py_overrides_and_rejects_unknown_flags(tmp_path):
   cmd = [sys.executable, "train.py", "--config", "configs/default.py",
          "--workdir", str(tmp_path / "w"), "--config.objective.bogus=1"]
-  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  result = children.run(cmd, cwd=ROOT)
   assert result.returncode != 0 and "bogus" in result.stderr
   assert not (tmp_path / "w").exists()
 
@@ -258,11 +332,11 @@ _RUNNER = textwrap.dedent("""
 """)
 
 
-def _run(workdir, overrides, env_extra, timeout=600):
+def _run(workdir, overrides, env_extra):
   env = {**os.environ, **env_extra}
   code = _RUNNER.format(root=str(ROOT), tests=str(ROOT / "tests"))
-  return subprocess.Popen([sys.executable, "-c", code, str(workdir), json.dumps(overrides)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return children.Child([sys.executable, "-c", code, str(workdir), json.dumps(overrides)],
+                        watch=[workdir], env=env)
 
 
 def _assert_same_losses(a, b, rtol):
@@ -276,17 +350,17 @@ def _assert_same_losses(a, b, rtol):
 def test_four_devices_equal_one(tmp_path):
   one = _run(tmp_path / "one", {}, {})
   four = _run(tmp_path / "four", {}, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  outs = [p.communicate(timeout=600) for p in (one, four)]
-  assert one.returncode == 0 and four.returncode == 0, [o[1][-6000:] for o in outs]
-  assert "DEVICES 1" in outs[0][0] and "DEVICES 4" in outs[1][0]
+  outs = children.finish([one, four])
+  assert all(rc == 0 for rc, _, _ in outs), [err[-6000:] for _, _, err in outs]
+  assert "DEVICES 1" in outs[0][1] and "DEVICES 4" in outs[1][1]
   _assert_same_losses(tmp_path / "one", tmp_path / "four", rtol=1e-4)
 
 
 def test_batch_not_divisible_by_devices(tmp_path):
   proc = _run(tmp_path / "w", {"batch_size": 30},
               {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode != 0 and "not divisible by the number of devices (4)" in err
+  (returncode, _, err), = children.finish([proc])
+  assert returncode != 0 and "not divisible by the number of devices (4)" in err
 
 
 def test_two_processes_equal_one(tmp_path):
@@ -297,7 +371,7 @@ def test_two_processes_equal_one(tmp_path):
                                    "distributed.num_processes": 2, "distributed.process_id": i},
                 {"XLA_FLAGS": ""}) for i in range(2)]
   one = _run(tmp_path / "one", {}, {})
-  outs = [p.communicate(timeout=600) for p in procs + [one]]
-  assert all(p.returncode == 0 for p in procs + [one]), [o[1][-6000:] for o in outs]
-  assert "DEVICES 2" in outs[0][0]
+  outs = children.finish(procs + [one])
+  assert all(rc == 0 for rc, _, _ in outs), [err[-6000:] for _, _, err in outs]
+  assert "DEVICES 2" in outs[0][1]
   _assert_same_losses(tmp_path / "one", tmp_path / "two", rtol=1e-4)

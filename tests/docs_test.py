@@ -1,0 +1,361 @@
+"""The README and docs/ tell the truth: their shell blocks run as pasted
+(every command parses against its program's flags and the config schema,
+no comment cuts a continued line, examples write outside tracked files,
+one spelling of the interpreter), their Python blocks import what exists
+(the cheap ones run), links resolve, and the quoted seed-0 numbers are the
+committed evaluation's."""
+
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from betatc_jax import train_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+INTERPRETER = ".venv/bin/python"
+
+
+def fenced_blocks(page: pathlib.Path) -> list[tuple[str, str]]:
+  """(language, text) of every fenced block of ``page`` ('' if untagged)."""
+  found, language, lines = [], None, []
+  for line in page.read_text().splitlines():
+    if line.startswith("```"):
+      if language is None:
+        language, lines = line[3:].strip(), []
+      else:
+        found.append((language, "\n".join(lines) + "\n"))
+        language = None
+    elif language is not None:
+      lines.append(line)
+  assert language is None, f"{page.name}: an unclosed code block"
+  return found
+
+
+def blocks(page: pathlib.Path, language: str) -> list[str]:
+  """The fenced blocks of ``page`` in ``language``."""
+  return [text for lang, text in fenced_blocks(page) if lang == language]
+
+
+# ------------------------------------------------------------------ shell blocks
+
+def logical_lines(block: str) -> list[str]:
+  """The block's commands with continuations joined.
+
+  Raises:
+    AssertionError: a comment inside a continued command (bash would end
+      the command there and run the rest as separate commands).
+  """
+  lines, current = [], ""
+  for number, line in enumerate(block.splitlines(), 1):
+    continued = line.rstrip().endswith("\\")
+    body = line.rstrip()[:-1] if continued else line
+    if current and _has_comment(body):
+      raise AssertionError(f"line {number}: a comment inside a continued command: {line!r}")
+    if continued and _has_comment(body):
+      raise AssertionError(f"line {number}: a comment before a line continuation: {line!r}")
+    current += body + " "
+    if not continued:
+      if current.strip():
+        lines.append(current.strip())
+      current = ""
+  assert not current, "the block ends inside a continued command"
+  return lines
+
+
+def _has_comment(text: str) -> bool:
+  """Whether ``text`` holds an unquoted ``#`` comment."""
+  def words(commenters):
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split, lexer.commenters = True, commenters
+    return list(lexer)
+  try:
+    return words("#") != words("")
+  except ValueError:          # an open quote: the quoted part continues on the next line
+    return False
+
+
+def commands(line: str) -> list[list[str]]:
+  """The simple commands of one logical line (split at ;, &&, ||, | and &),
+  with leading VAR=value assignments and shell keywords dropped; commands in
+  a quoted ``bash -c`` / ``--command`` argument are included."""
+  # Shell expansions as plausible values: $(...) a host name, $VAR a number.
+  line = re.sub(r"\$\([^)]*\)", "host", line)
+  line = re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", "1", line)
+  lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+  lexer.whitespace_split = True
+  out, current = [], []
+  for token in lexer:
+    if token in (";", "&&", "||", "|", "&", ";;"):
+      out.append(current)
+      current = []
+    else:
+      current.append(token)
+  out.append(current)
+  result = []
+  for words in out:
+    while words and (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", words[0]) or
+                     words[0] in ("do", "then", "else", "time")):
+      words = words[1:]
+    if not words or words[0] in ("done", "fi", "wait"):
+      continue
+    if words[0] == "for":
+      continue                       # `for p in 0 1`: its body is the next command
+    result.append(words)
+    for i, word in enumerate(words[:-1]):       # srun ... bash -c '...', gcloud ... --command '...'
+      if word in ("-c", "--command"):
+        result += [c for l in logical_lines(words[i + 1]) for c in commands(l)]
+  return result
+
+
+def all_shell_commands() -> list[tuple[str, list[str]]]:
+  found = []
+  for page in PAGES:
+    for block in blocks(page, "bash") + blocks(page, "sh"):
+      for line in logical_lines(block):
+        found += [(page.name, words) for words in commands(line)]
+  return found
+
+
+def test_no_untagged_code_blocks():
+  """Every fenced block names its language, so the checks below see it."""
+  untagged = [page.name for page in PAGES for language, block in fenced_blocks(page)
+              if not language and not block.lstrip().startswith("train.py ")]   # a file tree
+  assert not untagged, untagged
+
+
+def test_a_comment_in_a_continued_command_is_caught():
+  with pytest.raises(AssertionError, match="comment inside a continued command"):
+    logical_lines("python train.py \\\n  --config.a=1   # why\n  --config.b=2\n")
+  lines = logical_lines("python a.py \\\n  --x 1   \\\n  --y '#2'\n# a comment\n")
+  assert [l.split() for l in lines] == [["python", "a.py", "--x", "1", "--y", "'#2'"],
+                                        ["#", "a", "comment"]]
+
+
+def load_config_file(path: pathlib.Path) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location(f"doc_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def config_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def check_config_flags(args: list[str]) -> None:
+  """--config FILE and --config.a.b=v overrides, as ml_collections parses
+  them: the file exists, every key exists and the result validates."""
+  flags = dict(a.split("=", 1) if "=" in a else (a, None) for a in args if a.startswith("--"))
+  positional = iter(args)
+  for arg in positional:        # --config FILE (space-separated form)
+    if arg == "--config":
+      flags["--config"] = next(positional)
+  config_path = ROOT / flags["--config"]
+  assert config_path.is_file(), f"no config file {flags['--config']}"
+  config = load_config_file(config_path)
+  for flag, value in flags.items():
+    if flag.startswith("--config."):
+      train_lib.set_config_key(config, flag.removeprefix("--config."), config_value(value))
+  train_lib.validate_config(config)
+
+
+def outputs_are_untracked(args: list[str]) -> None:
+  """--workdir, --root and --out name folders outside the repository's
+  tracked files (absolute paths and workdirs/, which git ignores, are)."""
+  for i, arg in enumerate(args):
+    name, _, value = arg.partition("=")
+    if name not in ("--workdir", "--root", "--out"):
+      continue
+    value = value or args[i + 1]
+    if value.startswith(("/", "workdirs/")):
+      continue
+    if (ROOT / ".git").exists():
+      tracked = subprocess.run(["git", "ls-files", "--", value], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split()
+      assert not tracked, f"{arg} writes over tracked files ({tracked[0]}, ...)"
+    else:
+      assert not (ROOT / value).exists(), f"{arg} writes into the repository's {value}"
+
+
+def check_python_command(args: list[str]) -> None:
+  if args[:2] == ["-m", "venv"] or args[:2] == ["-m", "pytest"]:
+    return
+  outputs_are_untracked(args)
+  if args[0] == "train.py":
+    check_config_flags(args[1:])
+  elif args[0] == "scripts/sweep.py":
+    sweep = _load_script("scripts/sweep.py")
+    sweep.parse_args(args[1:])          # parse errors exit 2
+  elif args[:2] == ["-m", "betatc_jax.evaluate"]:
+    assert any(a.startswith("--workdir") for a in args), args
+  elif args[:2] == ["-m", "betatc_jax.import_torch"]:
+    assert {"--checkpoint", "--workdir"} <= {a.split("=")[0] for a in args}, args
+    check_config_flags(args[2:])
+  elif args[0].endswith(".py"):
+    assert (ROOT / args[0]).is_file(), f"no script {args[0]}"
+  elif args[0] == "-m":
+    assert importlib.util.find_spec(args[1]) is not None, f"no module {args[1]}"
+  else:
+    raise AssertionError(f"unchecked python command {args}")
+
+
+def _load_script(relative: str):
+  spec = importlib.util.spec_from_file_location("doc_" + pathlib.Path(relative).stem,
+                                                ROOT / relative)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+KNOWN_PROGRAMS = ("bash", "srun", "gcloud", "python3", "pip")
+
+
+@pytest.mark.parametrize("page,words", all_shell_commands(),
+                         ids=lambda v: v if isinstance(v, str) else " ".join(v)[:60])
+def test_every_shell_command_in_the_docs_parses(page, words):
+  program, args = words[0], words[1:]
+  assert program != "python", f"{page}: say {INTERPRETER}, as the README does: {words}"
+  if program == INTERPRETER:
+    check_python_command(args)
+  elif program == "bash":
+    assert (ROOT / args[0]).is_file(), f"{page}: no script {args[0]}"
+  elif program == "python3":
+    assert args[:2] == ["-m", "venv"], f"{page}: {words}"
+  else:
+    assert program in KNOWN_PROGRAMS or program.startswith(".venv/bin/"), f"{page}: {words}"
+
+
+# ------------------------------------------------------------------ Python blocks
+
+def python_blocks() -> list[tuple[str, str]]:
+  return [(page.name, block) for page in PAGES for block in blocks(page, "python")]
+
+
+@pytest.mark.parametrize("page,block", python_blocks(), ids=lambda v: v if len(v) < 40 else None)
+def test_python_blocks_use_what_exists(page, block):
+  """Every ``from betatc_jax import m`` names a module, every ``m.name`` it
+  uses exists, every keyword passed to it is a parameter, and nothing
+  imports ``configs`` (not installed: it fails in a saved script)."""
+  tree = ast.parse(block)
+  modules = {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom):
+      assert node.module != "configs" and not (node.module or "").startswith("configs."), \
+          f"{page}: `configs` is not a package a script can import"
+      if node.module == "betatc_jax":
+        for alias in node.names:
+          modules[alias.asname or alias.name] = importlib.import_module(f"betatc_jax.{alias.name}")
+  import inspect
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+        node.value.id in modules:
+      assert hasattr(modules[node.value.id], node.attr), \
+          f"{page}: betatc_jax.{node.value.id} has no {node.attr}"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+        isinstance(node.func.value, ast.Name) and node.func.value.id in modules:
+      function = getattr(modules[node.func.value.id], node.func.attr)
+      keywords = {k.arg for k in node.keywords if k.arg}
+      try:
+        parameters = inspect.signature(function).parameters
+      except (TypeError, ValueError):
+        continue
+      if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        assert keywords <= set(parameters), \
+            f"{page}: {node.func.value.id}.{node.func.attr} takes no {keywords - set(parameters)}"
+
+
+def test_readme_loss_snippet_runs_as_pasted():
+  block = next(b for b in blocks(ROOT / "README.md", "python") if "betatc_objective" in b)
+  namespace = {}
+  exec(compile(block, "README.md", "exec"), namespace)
+  loss, metrics = namespace["loss"], namespace["metrics"]
+  assert np.isfinite(float(loss)) and {"recon", "mi", "tc", "dim_kl", "kl"} <= set(metrics)
+  assert jax.tree.structure(namespace["grads"]) == jax.tree.structure(namespace["params"])
+
+
+@pytest.mark.slow
+def test_population_snippet_runs_as_a_saved_script(tmp_path):
+  """docs/populations.md's snippet, saved as a script and run from another
+  folder, at a small size (its default config swapped for the tests'
+  small one): it trains, exports and evaluates its eight members."""
+  block = next(b for b in blocks(ROOT / "docs" / "populations.md", "python")
+               if "train_population" in b)
+  script = tmp_path / "population_example.py"
+  script.write_text(block)
+  shrink = textwrap_dedent(f"""
+      import runpy, sys
+      sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]
+      from betatc_jax import default_config
+      import train_test
+      default_config.get_config = lambda: train_test.small_config(num_train_steps=4)
+      runpy.run_path({str(script)!r}, run_name="__main__")
+      """)
+  env = dict(os.environ, PYTHONPATH="")
+  result = subprocess.run([sys.executable, "-c", shrink], cwd=tmp_path, capture_output=True,
+                          text=True, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  members = sorted(p.name for p in (tmp_path / "workdirs" / "pop" / "members").iterdir())
+  assert len(members) == 8
+  for name in members:
+    run = tmp_path / "workdirs" / "pop" / "members" / name
+    assert (run / "checkpoints" / "4").is_dir() and (run / "eval.json").is_file()
+  assert "mig" in result.stdout                   # it prints what it found
+
+
+def textwrap_dedent(text: str) -> str:
+  import textwrap
+  return textwrap.dedent(text)
+
+
+# ------------------------------------------------------------------ links and numbers
+
+def test_relative_links_in_the_docs_resolve():
+  """Every relative link of README.md and docs/*.md names a file or folder."""
+  broken = []
+  for page in PAGES:
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+      if "://" in target or target.startswith("mailto:"):
+        continue
+      if not (page.parent / target).exists():
+        broken.append(f"{page.name}: {target}")
+  assert not broken, broken
+
+
+def test_the_readme_quotes_the_committed_evaluation_of_seed_0():
+  """The quickstart's numbers are those of results/cpu_default/eval_default_seed0.json."""
+  result = json.loads((ROOT / "results" / "cpu_default" / "eval_default_seed0.json").read_text())
+  quickstart = (ROOT / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+  quoted = {
+      "MIG": (r"MIG (\d\.\d+)\*\*", result["mig"]),
+      "pos_x": (r"pos_x (\d\.\d+)", result["mig_per_factor"]["pos_x"]),
+      "pos_y": (r"pos_y (\d\.\d+)", result["mig_per_factor"]["pos_y"]),
+      "scale": (r"scale (\d\.\d+)", result["mig_per_factor"]["scale"]),
+      "TC": (r"TC (\d\.\d+)", result["tc"]),
+      "log p": (r"log p\(x\|z\) [−-](\d+)", -result["log_px"]),
+      "KL": (r"KL (\d+\.\d+) nats", result["kl"]),
+      "active": (r"(\d+) active latents", result["active_latents"]),
+  }
+  for name, (pattern, value) in quoted.items():
+    match = re.search(pattern, quickstart)
+    assert match, f"the quickstart does not quote {name}"
+    text = match[1]
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    assert float(text) == round(value, decimals), f"{name}: README {text}, eval.json {value}"
+  config_doc = " ".join((ROOT / "configs" / "default.py").read_text().split())
+  assert f"(seed 0) gave {result['mig']:.3f}" in config_doc
