@@ -76,6 +76,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.at_end = True            # run betatc_jax.evaluate after training
   config.eval.num_samples = 10_000     # S of the paper's MIG / ELBO-decomposition estimators
 
+  # Choosing the seed without labels (betatc_jax.selection): train `members`
+  # candidate seeds for `steps` steps, continue the one with the highest UDR.
+  config.selection = ml_collections.ConfigDict()
+  config.selection.members = 0         # 0: off; K >= 2 candidates
+  config.selection.steps = 1_000
+
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = ""  # "" = single process (or $JAX_COORDINATOR_ADDRESS)
   config.distributed.num_processes = 1

@@ -96,13 +96,15 @@ def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
 
 def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTruthDataset, *,
                     step: int, workdir: pathlib.Path | None = None,
-                    other_metrics: bool = True, progress: bool = False) -> dict[str, Any]:
+                    other_metrics: bool = True, progress: bool = False,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
   """All metrics of ``params`` on ``dataset``; writes eval.json and plots if
   ``workdir`` is given. ``other_metrics=False`` computes only the paper's
   (MIG and the ELBO decomposition) and skips ``OTHER_METRICS`` (FactorVAE,
   DCI, SAP, modularity/explicitness, β-VAE score: ~30 s at 92k points).
   ``progress`` shows a bar over the phases (encoding and the ELBO
-  decomposition, MIG, the other metrics, the plots).
+  decomposition, MIG, the other metrics, the plots). ``extra`` entries
+  (e.g. a population's UDR) join the result and eval.json.
 
   A dataset without ground-truth factors (your own images) gets the ELBO
   decomposition, log p(x|z) and the per-latent KL; the supervised metrics
@@ -110,7 +112,8 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   sorted by KL (most informative latent first).
   """
   if dataset.num_factors == 0:
-    return _evaluate_without_factors(config, params, dataset, step=step, workdir=workdir)
+    return _evaluate_without_factors(config, params, dataset, step=step, workdir=workdir,
+                                     extra=extra)
   model = train_lib.make_model(config, dataset.observation_shape)
   key = jax.random.key(config.seed + 7)
   keys = jax.random.split(key, 3)
@@ -148,6 +151,7 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
       **others,
       "num_points": len(dataset),
       "num_samples": num_samples,
+      **(extra or {}),
   }
   if workdir is not None:
     workdir = pathlib.Path(workdir)
@@ -194,7 +198,8 @@ def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.A
 
 
 def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, step: int,
-                              workdir: pathlib.Path | None) -> dict[str, Any]:
+                              workdir: pathlib.Path | None,
+                              extra: dict[str, Any] | None = None) -> dict[str, Any]:
   model = train_lib.make_model(config, dataset.observation_shape)
   key = jax.random.split(jax.random.key(config.seed + 7), 3)[0]
   _, _, u = _unsupervised_metrics(model, params, dataset, key, config.eval.num_samples,
@@ -212,6 +217,7 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
                          "reason": f"dataset {dataset.name!r} has no ground-truth factors"},
       "num_points": len(dataset),
       "num_samples": config.eval.num_samples,
+      **(extra or {}),
   }
   if workdir is not None:
     workdir = pathlib.Path(workdir)
@@ -220,6 +226,48 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
                              latent_order=np.argsort(-kl_per_dim, kind="stable"),
                              kl_per_dim=kl_per_dim)
   return result
+
+
+UDR_IMAGES = 1_000   # disentanglement_lib's num_data_points
+
+
+def udr_of_runs(configs: list[ml_collections.ConfigDict], params: list[Any],
+                dataset: GroundTruthDataset, num_images: int = UDR_IMAGES
+                ) -> dict[str, np.ndarray]:
+  """UDR (``metrics.udr``) of M runs of one model on ``dataset``, with
+  disentanglement_lib's choices: each run's posterior means of the same
+  ``num_images`` images (drawn once from ``default_rng(0)``, so every call
+  compares on the same ones) and each run's mean per-latent KL on them.
+
+  Args:
+    configs, params: the runs' configs (one model) and parameters, M >= 2.
+    dataset: the images.
+    num_images: N (at most the dataset's size).
+
+  Returns:
+    ``udr`` [M] (the Lasso similarity, disentanglement_lib's default) and
+    ``udr_spearman`` [M]; NaN for a run whose codes are not finite (a
+    diverged run), which the others are compared without, and for every run
+    when fewer than two remain.
+  """
+  from betatc_jax.metrics import udr
+  rows = np.sort(np.random.default_rng(0).choice(len(dataset), min(num_images, len(dataset)),
+                                                 replace=False))
+  images = dataset.images[rows]
+  codes, kls = [], []
+  for config, p in zip(configs, params):
+    mu, logvar = encode_dataset(train_lib.make_model(config, dataset.observation_shape), p,
+                                images, batch_size=len(images))
+    codes.append(mu)
+    kls.append(0.5 * np.mean(mu ** 2 + np.exp(logvar) - 1 - logvar, axis=0))
+  finite = [k for k in range(len(codes)) if np.isfinite(codes[k]).all() and
+            np.isfinite(kls[k]).all()]
+  out = {name: np.full(len(codes), np.nan) for name in ("udr", "udr_spearman")}
+  if len(finite) >= 2:
+    for name, correlation in (("udr", "lasso"), ("udr_spearman", "spearman")):
+      out[name][finite] = udr.udr([codes[k] for k in finite], [kls[k] for k in finite],
+                                  correlation=correlation)["scores"]
+  return out
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -232,7 +280,8 @@ def format_table(result: dict[str, Any]) -> str:
           ("β-VAE score", result.get("beta_vae_score")),
           ("log p(x|z)", result["log_px"]), ("index-code MI", result["mi"]),
           ("total correlation", result["tc"]), ("dimension-wise KL", result["dim_kl"]),
-          ("KL (analytic)", result["kl"]), ("active latents", result["active_latents"])]
+          ("KL (analytic)", result["kl"]), ("active latents", result["active_latents"]),
+          ("UDR (lasso)", result.get("udr")), ("UDR (spearman)", result.get("udr_spearman"))]
   rows = [(name, value) for name, value in rows if value is not None]
   if result.get("not_applicable"):
     rows.insert(1, ("supervised metrics", "n/a: no factors"))

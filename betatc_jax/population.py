@@ -23,7 +23,8 @@ work. Without it the host gathers each batch (for datasets that do not fit).
 Divergence (``on_non_finite``): ``"stop"`` (the default, as ``train.py``)
 raises at the first non-finite loss or gradient of any member, keeping the
 last good checkpoint. ``"freeze"`` keeps a diverged member's last finite
-state inside the compiled step (``keep_finite``) while the others train on;
+state inside the compiled step (``train_lib.train_step_keeping_finite``)
+while the others train on;
 its step is logged and ``members/<name>/frozen.json`` records it, so a
 resumed population keeps it frozen and a report can mark its row.
 
@@ -60,14 +61,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from betatc_jax import checkpointing, evaluate, processes, sharding, train_lib
-from betatc_jax.data.ground_truth import GroundTruthDataset, gather_rows
+from betatc_jax import checkpointing, evaluate, processes, sharding, stepping, train_lib
+from betatc_jax.data.ground_truth import GroundTruthDataset
 from betatc_jax.population_step import (  # re-exported: the population's API
     MEMBER_AXIS, DATA_AXIS, MEMBER_KEYS, Member, member_config, validate_population, make_mesh,
     check_process_split, member_sharding, held_members, stack, unstack, create_population_state,
-    population_step, population_step_from_indices, params_finite, keep_finite, freezing,
+    population_step, population_step_from_indices, population_step_keeping_finite,
     member_batch_indices)
 
 NON_FINITE_POLICIES = ("stop", "freeze")
@@ -126,7 +126,8 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
                      member_devices: int | None = None,
                      dataset: GroundTruthDataset | None = None,
                      on_non_finite: str = "stop", deadline: float | None = None,
-                     save_checkpoints: bool = True, progress: bool = False
+                     save_checkpoints: bool = True, progress: bool = False,
+                     execution: str = "auto"
                      ) -> tuple[train_lib.TrainState, jax.Array]:
   """Trains every member to ``base.num_train_steps`` together, resuming from
   ``workdir/checkpoints``; each member's metrics.jsonl and TensorBoard events
@@ -153,6 +154,10 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     save_checkpoints: False writes no checkpoint (a machine whose disk does
       not outlive the call; a resumed call then starts from step 0).
     progress: a bar over the steps (on process 0).
+    execution: ``"vmap"`` (one vmapped program for all members),
+      ``"sequential"`` (each member's own single-run step in turn: a member's
+      numbers are its single run's, bit for bit) or ``"auto"`` (sequential
+      on a CPU in one process, else vmap); ``betatc_jax.stepping``.
 
   Returns:
     (stacked states, step keys [K]) at ``base.num_train_steps``, or at the
@@ -175,7 +180,8 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
     return _train_population(base, members, workdir, data_on_device=data_on_device,
                              member_devices=member_devices, dataset=dataset,
                              on_non_finite=on_non_finite, deadline=deadline,
-                             save_checkpoints=save_checkpoints, progress=progress)
+                             save_checkpoints=save_checkpoints, progress=progress,
+                             execution=execution)
 
 
 def _resume_advice(workdir: str | pathlib.Path) -> str:
@@ -189,7 +195,8 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
                       member_devices: int | None = None,
                       dataset: GroundTruthDataset | None = None,
                       on_non_finite: str = "stop", deadline: float | None = None,
-                      save_checkpoints: bool = True, progress: bool = False
+                      save_checkpoints: bool = True, progress: bool = False,
+                      execution: str = "auto"
                       ) -> tuple[train_lib.TrainState, jax.Array]:
   """``train_population`` inside its heartbeat."""
   from betatc_jax.logging_utils import MetricWriter, ProgressBar
@@ -198,10 +205,17 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
     raise ValueError(f"on_non_finite must be one of {NON_FINITE_POLICIES}, got "
                      f"{on_non_finite!r}.")
   freeze = on_non_finite == "freeze"
+  mode = stepping.resolve_mode(execution)
   configs = validate_population(base, members)
   dataset = dataset if dataset is not None else train_lib.dataset_from_config(base)
   train_lib.check_holds_a_batch(dataset, base.batch_size)
-  mesh = make_mesh(len(members), base.batch_size, member_devices)
+  if mode == "sequential":       # every member's own step, data-parallel over every device
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(base.batch_size, mesh)
+    by_member = sharding.replicated(mesh)
+  else:
+    mesh = make_mesh(len(members), base.batch_size, member_devices)
+    by_member = member_sharding(mesh)
   num_members = len(members)
   workdir = pathlib.Path(workdir)
   record = _population_record(base, members)
@@ -214,8 +228,8 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
   processes.barrier("betatc_jax population: checked")   # no process writes before all read
   workdir.mkdir(parents=True, exist_ok=True)
 
-  by_member = member_sharding(mesh)
-  held = held_members(mesh, num_members)         # this process's members (all, in one)
+  # This process's members: all of them in one process (and in sequential mode).
+  held = list(range(num_members)) if mode == "sequential" else held_members(mesh, num_members)
   states, keys = create_population_state([configs[k] for k in held], dataset.observation_shape,
                                          len(dataset))
   states = processes.to_global(jax.device_get(states), by_member, num_members)
@@ -238,29 +252,9 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
       train_lib.truncate_metrics(directory / "metrics.jsonl", start_step)
   live_host = np.asarray([m.name not in frozen for m in members])
 
-  batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, DATA_AXIS))
-  indices_sharding = NamedSharding(mesh, P(None, MEMBER_AXIS, DATA_AXIS))   # [S, K, B]
-  state_shardings = jax.tree.map(lambda _: by_member, states)
-  lead = (state_shardings, by_member) if freeze else (state_shardings,)
-  out_shardings = (*lead, by_member)
-  if data_on_device:     # each process puts the dataset on its own devices, once
-    images = processes.to_global(dataset.images, NamedSharding(mesh, P()), len(dataset))
-    step = freezing(population_step_from_indices) if freeze else population_step_from_indices
-    step_fn = jax.jit(step, donate_argnums=0,
-                      in_shardings=(*lead, NamedSharding(mesh, P()), indices_sharding,
-                                    NamedSharding(mesh, P()), by_member),
-                      out_shardings=out_shardings)
-  else:
-    step = freezing(population_step) if freeze else population_step
-    step_fn = jax.jit(step, donate_argnums=0, in_shardings=(*lead, batch_sharding, by_member),
-                      out_shardings=out_shardings)
-  live = processes.to_global(live_host, by_member, num_members)
-
-  def run_step(states, live, *args):
-    if freeze:
-      return step_fn(states, live, *args)
-    states, metrics = step_fn(states, *args)
-    return states, live, metrics
+  executor = stepping.make_executor(mode, mesh, states, keys, dataset, live_host, freeze=freeze,
+                                    data_on_device=data_on_device)
+  del states, keys              # the executor holds them (in its own layout)
 
   writers = [MetricWriter(member_dir(workdir, m.name)) for m in members]
   bar = ProgressBar(start_step, base.num_train_steps, enabled=progress and processes.is_chief(),
@@ -276,7 +270,7 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
 
   def save(step):
     if save_checkpoints:
-      checkpointing.save(manager, step, train_lib.checkpoint_tree(states, keys))
+      checkpointing.save(manager, step, train_lib.checkpoint_tree(*executor.stacked()))
     return step if save_checkpoints else last_saved
 
   try:
@@ -291,25 +285,13 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
     for i, boundary in enumerate(boundaries if start_step < total else []):
       t0 = time.perf_counter()
       num = boundary - step
-      indices, pending = upcoming, []
-      if data_on_device:
-        indices = processes.to_global(indices, indices_sharding, num_members, axis=1)
-        for offset in range(num):
-          states, live, metrics = run_step(states, live, images, indices, np.int32(offset),
-                                           keys)
-          pending.append(metrics)
-          bar_tick(bar, metrics, step + offset + 1)
-      else:
-        for offset in range(num):
-          batch = np.stack([gather_rows(dataset.images, rows) for rows in indices[offset]])
-          states, live, metrics = run_step(
-              states, live, processes.to_global(batch, batch_sharding, num_members), keys)
-          pending.append(metrics)
-          bar_tick(bar, metrics, step + offset + 1)
+      first = step
+      pending = executor.run(upcoming, live_host,
+                             lambda metrics, offset: bar_tick(bar, metrics, first + offset + 1))
       # The steps are dispatched, not done: the next interval's indices are
       # computed while the device works, so it never waits on them.
       upcoming = interval_indices(i + 1)
-      host = [{name: processes.local_value(v) for name, v in m.items()} for m in pending]
+      host = executor.host_rows(pending)
       elapsed = time.perf_counter() - t0
       step = boundary
       bar.move_to(step)
@@ -373,7 +355,7 @@ def _train_population(base: ml_collections.ConfigDict, members: Sequence[Member]
     for writer in writers:
       writer.close()
     manager.wait_until_finished()
-  return states, keys
+  return executor.stacked()
 
 
 def bar_tick(bar, metrics: dict[str, jax.Array], step: int) -> None:
@@ -418,8 +400,8 @@ def local_states(states: train_lib.TrainState) -> train_lib.TrainState:
 
 def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, step: int,
                     dataset: GroundTruthDataset, *, frozen: Mapping[str, Any] | None = None,
-                    workdir: str | pathlib.Path | None = None, other_metrics: bool = False
-                    ) -> dict[str, Any]:
+                    workdir: str | pathlib.Path | None = None, other_metrics: bool = False,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """``evaluate.evaluate_params`` of one member, with ``name`` and
   ``frozen_at_step`` (the step at which ``"freeze"`` froze it, else None)
   added. A frozen member whose kept state cannot be evaluated (its codes are
@@ -435,15 +417,16 @@ def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, s
     frozen: its ``frozen.json`` record, if it was frozen.
     workdir: where its eval.json and plots go (None: nowhere).
     other_metrics: also the metrics other than MIG and the ELBO terms.
+    extra: entries to add to the result (and its eval.json).
   """
   marks = {"name": name, "frozen_at_step": frozen["diverged_at_step"] if frozen else None}
   try:
     result = evaluate.evaluate_params(config, params, dataset, step=step, workdir=workdir,
-                                      other_metrics=other_metrics)
+                                      other_metrics=other_metrics, extra=dict(extra or {}))
   except ValueError as e:
     if not frozen:
       raise
-    return {"step": step, "eval_error": str(e), **marks}
+    return {"step": step, "eval_error": str(e), **marks, **(extra or {})}
   return dict(result, **marks)
 
 
@@ -451,15 +434,23 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
                      states: train_lib.TrainState, dataset: GroundTruthDataset, *,
                      workdir: str | pathlib.Path | None = None, other_metrics: bool = False,
                      frozen: Mapping[str, Mapping[str, Any]] | None = None,
-                     progress: bool = False) -> list[dict[str, Any]]:
+                     progress: bool = False,
+                     udr_groups: Sequence[Sequence[str]] | None = None,
+                     extras: Sequence[Mapping[str, Any]] | None = None
+                     ) -> list[dict[str, Any]]:
   """``evaluate_member`` of every member, one after another (the encoder is
   compiled once for all; MIG's estimator dominates and does not batch over
-  members). With ``workdir``, each member's eval.json and plots go to its
-  member workdir.
+  members), with each member's UDR within its group. With ``workdir``, each
+  member's eval.json and plots go to its member workdir.
 
   Args:
     frozen: ``frozen_members`` of the population (None: none frozen).
     progress: a bar over the members.
+    udr_groups: names of the members compared with each other by UDR
+      (``evaluate.udr_of_runs``: ``udr``, Lasso, and ``udr_spearman``), e.g.
+      the seeds of one method and β; None: all the members as one group;
+      ``()``: no UDR. A member in no group of two or more gets None.
+    extras: per member, entries to add to its result and eval.json.
 
   Returns:
     One result per member, in order.
@@ -468,6 +459,8 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
   configs = validate_population(base, members)
   params = jax.device_get(states.params)
   frozen = frozen or {}
+  udr_scores = member_udr(configs, members, params, dataset, udr_groups)
+  extras = extras or [{}] * len(members)
   results = []
   for k, (member, config) in enumerate(tqdm.tqdm(list(zip(members, configs)), unit="member",
                                                  desc="evaluating", disable=not progress,
@@ -476,5 +469,25 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
         config, member.name, unstack(params, k), int(states.step[k]), dataset,
         frozen=frozen.get(member.name),
         workdir=member_dir(workdir, member.name) if workdir is not None else None,
-        other_metrics=other_metrics))
+        other_metrics=other_metrics, extra={**udr_scores[k], **extras[k]}))
   return results
+
+
+def member_udr(configs: Sequence[ml_collections.ConfigDict], members: Sequence[Member],
+               params: Any, dataset: GroundTruthDataset,
+               groups: Sequence[Sequence[str]] | None = None) -> list[dict[str, float | None]]:
+  """Each member's ``udr`` and ``udr_spearman`` within its group
+  (``evaluate_members``); stacked host ``params`` [K]."""
+  index = {m.name: k for k, m in enumerate(members)}
+  groups = [[m.name for m in members]] if groups is None else groups
+  scores: list[dict[str, float | None]] = [
+      {"udr": None, "udr_spearman": None} if groups else {} for _ in members]
+  for group in groups:
+    rows = [index[name] for name in group if name in index]
+    if len(rows) < 2:
+      continue
+    found = evaluate.udr_of_runs([configs[k] for k in rows], [unstack(params, k) for k in rows],
+                                 dataset)
+    for i, k in enumerate(rows):
+      scores[k] = {name: (None if np.isnan(v[i]) else float(v[i])) for name, v in found.items()}
+  return scores

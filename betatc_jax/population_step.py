@@ -1,7 +1,7 @@
 """The stacked part of a population (``population`` trains, checkpoints and
 evaluates it): members and their configs, the ('member', 'data') mesh, the
-stacked train states and the vmapped step, with its in-step freezing of
-diverged members and the members' batch indices. The module docstring of
+stacked train states and the vmapped step (with or without keeping a
+diverged member's last finite state) and the members' batch indices. The module docstring of
 ``population`` describes the whole."""
 
 from __future__ import annotations
@@ -207,6 +207,21 @@ def population_step(states: train_lib.TrainState, batches: jax.Array, keys: jax.
   return jax.vmap(train_lib.train_step)(states, batches, keys)
 
 
+def population_step_keeping_finite(states: train_lib.TrainState, live: jax.Array,
+                                   batches: jax.Array, keys: jax.Array
+                                   ) -> tuple[train_lib.TrainState, jax.Array,
+                                              dict[str, jax.Array]]:
+  """``population_step`` where a diverged member keeps its last finite state
+  (``train_lib.train_step_keeping_finite``, member by member): ``live``
+  bool [K] in and out."""
+  return jax.vmap(train_lib.train_step_keeping_finite)(states, live, batches, keys)
+
+
+def _rows(indices: jax.Array, offset: jax.Array) -> jax.Array:
+  """Step ``offset``'s rows [K, B] of the interval's indices [S, K, B]."""
+  return jax.lax.dynamic_index_in_dim(indices, offset, keepdims=False)
+
+
 def population_step_from_indices(states: train_lib.TrainState, images: jax.Array,
                                  indices: jax.Array, offset: jax.Array, keys: jax.Array
                                  ) -> tuple[train_lib.TrainState, dict[str, jax.Array]]:
@@ -218,52 +233,16 @@ def population_step_from_indices(states: train_lib.TrainState, images: jax.Array
     indices: int32 [S, K, B], the rows of S consecutive steps' batches.
     offset: int32 scalar, which of the S steps this is.
   """
-  rows = jax.lax.dynamic_index_in_dim(indices, offset, keepdims=False)    # [K, B]
-  return population_step(states, images[rows], keys)
+  return population_step(states, images[_rows(indices, offset)], keys)
 
 
-def params_finite(params: Any) -> jax.Array:
-  """bool [K]: whether every parameter of each member is finite."""
-  leaves = jax.tree.leaves(params)
-  return jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in leaves]
-                   ).all(axis=0)
-
-
-def keep_finite(states: train_lib.TrainState, new_states: train_lib.TrainState,
-                metrics: dict[str, jax.Array], live: jax.Array
-                ) -> tuple[train_lib.TrainState, jax.Array]:
-  """Member-wise choice between one step's result and the state before it.
-
-  A member takes ``new_states`` only while it is live and its step was
-  finite (``metrics["finite"]``: loss and gradients) and left finite
-  parameters; otherwise it keeps ``states`` (its last finite state, step
-  count included) and stays frozen.
-
-  Args:
-    states, new_states: stacked train states [K], before and after the step.
-    metrics: the step's metrics, each [K].
-    live: bool [K], the members still training.
-
-  Returns:
-    (the chosen states, the members still live: bool [K]).
-  """
-  ok = live & (metrics["finite"] > 0) & params_finite(new_states.params)
-
-  def pick(new, old):
-    return jnp.where(ok.reshape(ok.shape + (1,) * (new.ndim - 1)), new, old)
-
-  return jax.tree.map(pick, new_states, states), ok
-
-
-def freezing(step: Any) -> Any:
-  """``step(states, *args) -> (states, metrics)`` as
-  ``(states, live, *args) -> (states, live, metrics)`` through
-  ``keep_finite``; ``metrics["live"]`` (float [K]) is the new mask."""
-  def frozen_step(states, live, *args):
-    new_states, metrics = step(states, *args)
-    states, live = keep_finite(states, new_states, metrics, live)
-    return states, live, dict(metrics, live=live.astype(jnp.float32))
-  return frozen_step
+def population_step_keeping_finite_from_indices(
+    states: train_lib.TrainState, live: jax.Array, images: jax.Array, indices: jax.Array,
+    offset: jax.Array, keys: jax.Array
+) -> tuple[train_lib.TrainState, jax.Array, dict[str, jax.Array]]:
+  """``population_step_keeping_finite`` on batches gathered on the device
+  (the arguments of ``population_step_from_indices``)."""
+  return population_step_keeping_finite(states, live, images[_rows(indices, offset)], keys)
 
 
 def member_batch_indices(seeds: Sequence[int], start_step: int, num_steps: int, batch_size: int,

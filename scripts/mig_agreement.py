@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # the evaluation's keys come from the member's seed: shift it per repeat
     shifted = [population.Member(m.name, dict(m.overrides, seed=m.overrides.get("seed", 0)
                                               + repeat)) for m in members]
-    results = population.evaluate_members(config, shifted, states, dataset)
+    results = population.evaluate_members(config, shifted, states, dataset, udr_groups=())
     for result in results:
       row = {"name": result["name"], "step": step, "num_samples": num_samples, "repeat": repeat,
              "mig": round(result["mig"], 4)}

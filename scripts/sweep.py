@@ -147,8 +147,8 @@ DEFAULT_METHODS = ["beta_vae", "betatc_vae"]
 OTHER_METRICS = ("sap_score", "modularity", "explicitness", "beta_vae_score", "factorvae_score",
                  "dci_disentanglement")
 CSV_COLUMNS = ("method", "param", "value", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
-               "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "train_seconds",
-               "frozen_at_step")
+               "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "udr", "udr_spearman",
+               "train_seconds", "frozen_at_step")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -173,6 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--methods", type=lambda s: s.split(","), default=DEFAULT_METHODS,
                       help=f"comma-separated, from {', '.join(METHODS)}")
   parser.add_argument("--seeds", type=ints, default=[0, 1])
+  parser.add_argument("--seeds_for", action="append", default=[], metavar="METHOD=S1,S2,...",
+                      help="a method's own seeds, instead of --seeds (repeatable)")
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--learning_rate", type=float, default=1e-3)
   parser.add_argument("--subsample", type=ints, default=[1, 1, 2, 2, 2],
@@ -183,6 +185,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument("--report_only", action="store_true", help="train nothing; rewrite outputs")
   parser.add_argument("--host_data", action="store_true",
                       help="gather batches on the host (default: the dataset lives on the device)")
+  parser.add_argument("--population_size", type=int, default=0,
+                      help="at most this many runs per population (whole (method, value) "
+                           "groups), trained one after another; 0: no limit")
   parser.add_argument("--checkpoint_every", type=int, default=500,
                       help="population checkpoint interval (the last step is always saved)")
   parser.add_argument("--skip_other_metrics", action="store_true",
@@ -211,12 +216,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except ValueError:
       parser.error(f"--values {text!r}: not numbers")
   args.grids = {m: grids[m] for m in args.methods}
+  args.method_seeds = {m: list(args.seeds) for m in args.methods}
+  for text in args.seeds_for:
+    method, sep, seeds = text.partition("=")
+    if not sep or method not in args.methods:
+      parser.error(f"--seeds_for needs METHOD=S1,S2,... with METHOD from --methods, got {text!r}")
+    try:
+      args.method_seeds[method] = ints(seeds)
+    except ValueError:
+      parser.error(f"--seeds_for {text!r}: not integers")
   if any(v < 0 for g in args.grids.values() for v in g) or not all(args.grids.values()):
     parser.error("every method needs a non-empty grid of values >= 0")
   if args.capacity_steps < 0:
     parser.error("--capacity_steps must be >= 0")
   if args.checkpoint_every < 1:
     parser.error("--checkpoint_every must be >= 1")
+  if args.population_size < 0:
+    parser.error("--population_size must be >= 0 (0: no limit)")
   if args.steps < 1 or any(s < 1 or s >= args.steps for s in args.eval_steps):
     parser.error("--steps must be >= 1 and every --eval_steps in [1, --steps)")
   if len(args.subsample) != 5:
@@ -298,8 +314,9 @@ def base_config(args: argparse.Namespace, steps: int, method: str | None = None)
 
 def grid(args: argparse.Namespace) -> list[tuple[str, float, int]]:
   """(method, hyperparameter value, seed) of every run, a whole seed first."""
-  return [(method, value, seed) for seed in args.seeds for method in args.methods
-          for value in args.grids[method]]
+  seeds = sorted({s for m in args.methods for s in args.method_seeds[m]})
+  return [(method, value, seed) for seed in seeds for method in args.methods
+          for value in args.grids[method] if seed in args.method_seeds[method]]
 
 
 def population_root(args: argparse.Namespace, method: str) -> pathlib.Path:
@@ -313,8 +330,42 @@ def population_root(args: argparse.Namespace, method: str) -> pathlib.Path:
   return root / method if static_settings(method) else root
 
 
+def populations(args: argparse.Namespace) -> dict[pathlib.Path, list[tuple[str, float, int]]]:
+  """The grid's runs by population: root -> its (method, value, seed), in
+  grid order. With ``--population_size N`` a population root of more than N
+  runs is cut into ROOT/part0, part1, ... of at most N runs (each a run of
+  whole (method, value) groups, the seeds UDR compares; a larger group is a
+  part of its own), trained one after another: a population's states are
+  all in memory at once (~154 MB a run for the MLP with Adam)."""
+  by_root: dict[pathlib.Path, list[tuple[str, float, int]]] = {}
+  for run in grid(args):
+    by_root.setdefault(population_root(args, run[0]), []).append(run)
+  size = args.population_size
+  out: dict[pathlib.Path, list[tuple[str, float, int]]] = {}
+  for root, runs in by_root.items():
+    if not size or len(runs) <= size:
+      out[root] = runs
+      continue
+    groups: dict[tuple[str, float], list[tuple[str, float, int]]] = {}
+    for run in runs:
+      groups.setdefault(run[:2], []).append(run)
+    parts: list[list[tuple[str, float, int]]] = [[]]
+    for group in groups.values():
+      if parts[-1] and len(parts[-1]) + len(group) > size:
+        parts.append([])
+      parts[-1] += group
+    out.update({root / f"part{i}": part for i, part in enumerate(parts)})
+  return out
+
+
+def population_of(args: argparse.Namespace) -> dict[str, pathlib.Path]:
+  """run name -> the root of the population that trains it."""
+  return {run_name(*run): root for root, runs in populations(args).items() for run in runs}
+
+
 def run_dir(args: argparse.Namespace, method: str, value: float, seed: int) -> pathlib.Path:
-  return population_root(args, method) / "members" / run_name(method, value, seed)
+  name = run_name(method, value, seed)
+  return population_of(args)[name] / "members" / name
 
 
 def member_overrides(method: str, value: float, seed: int, capacity_steps: int
@@ -335,11 +386,8 @@ def member_overrides(method: str, value: float, seed: int, capacity_steps: int
 def members(args: argparse.Namespace) -> dict[pathlib.Path, list]:
   """The populations of the grid: root -> its members."""
   from betatc_jax import population
-  out: dict[pathlib.Path, list] = {}
-  for method, value, seed in grid(args):
-    out.setdefault(population_root(args, method), []).append(population.Member(
-        run_name(method, value, seed), member_overrides(method, value, seed, args.capacity_steps)))
-  return out
+  return {root: [population.Member(run_name(*run), member_overrides(*run, args.capacity_steps))
+                 for run in runs] for root, runs in populations(args).items()}
 
 
 def eval_path(workdir: pathlib.Path, step: int) -> pathlib.Path:
@@ -395,12 +443,19 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     # Each process evaluates the runs it holds (all of them in one process).
     here = {runs[k].name: i for i, k in enumerate(population.held_rows_of(states))}
     todo = [m for m in todo if m.name in here]
+    # UDR compares the seeds of one method and value: every such group of
+    # runs this process holds (evaluated now or not), on the same images.
+    local = [runs[k] for k in population.held_rows_of(states)]
+    held = population.local_states(states)
+    udr = population.member_udr(population.validate_population(config, local), local,
+                                held.params, dataset, udr_groups(local, run_of))
+    udr_of = {m.name: u for m, u in zip(local, udr)}
     results = population.evaluate_members(
-        config, todo, population.unstack(population.local_states(states),
-                                         np.asarray([here[m.name] for m in todo], np.int32)),
+        config, todo, population.unstack(held, np.asarray([here[m.name] for m in todo], np.int32)),
         dataset, workdir=root if final else None,
         other_metrics=final and not args.skip_other_metrics,
-        frozen=population.frozen_members(root), progress=processes.is_chief())
+        frozen=population.frozen_members(root), progress=processes.is_chief(),
+        udr_groups=(), extras=[udr_of[m.name] for m in todo])
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
       method, value, seed = run_of[member.name]
@@ -429,6 +484,15 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     if args.timing_log and processes.is_chief():
       with open(args.timing_log, "a") as f:
         f.write(json.dumps(line) + "\n")
+
+
+def udr_groups(runs: list, run_of: dict) -> list[list[str]]:
+  """The runs' names grouped by (method, value): the seeds UDR compares."""
+  groups: dict[tuple[str, float], list[str]] = {}
+  for member in runs:
+    method, value, _ = run_of[member.name]
+    groups.setdefault((method, value), []).append(member.name)
+  return list(groups.values())
 
 
 def evaluations(args: argparse.Namespace):
@@ -497,31 +561,60 @@ COLORS = [f"C{i}" for i in range(10)]
 
 
 def plot_mig_vs_beta(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> None:
-  """MIG, MIG with shape and TC against β: the mean over seeds (line), the
-  min–max over seeds (band) and every run (dots)."""
+  """Left: MIG against β, one line per method (the mean over seeds) and
+  every run a dot (nudged sideways by method, so seeds do not hide each
+  other). Right: TC against MIG, every run."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-  for color, method in zip(COLORS, BETA_METHODS):
-    label = LABELS[method]
-    keys = [k for k in summary if k[0] == method]
-    if not keys:
-      continue
-    betas = [k[1] for k in keys]
-    for ax, metric, title in zip(axes, ("mig", "mig_with_shape", "tc"),
-                                 ("MIG (shape excluded)", "MIG (with shape)", "total correlation")):
-      mean, low, high = (np.array([summary[k][metric][i] for k in keys]) for i in range(3))
-      ax.plot(betas, mean, "-", color=color, label=label)
-      ax.fill_between(betas, low, high, color=color, alpha=0.2)
-      runs = [r for r in rows if r["method"] == method]
-      ax.plot([r["value"] for r in runs], [r[metric] for r in runs], "o", color=color, ms=3)
-      ax.set_xlabel("β")
-      ax.set_title(title)
-  axes[0].legend()
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  methods = [m for m in BETA_METHODS if any(k[0] == m for k in summary)]
+  for i, (color, method) in enumerate(zip(COLORS, methods)):
+    keys = sorted(k for k in summary if k[0] == method)
+    seeds = sorted({r["seed"] for r in rows if r["method"] == method})
+    label = f"{LABELS[method]} (mean of seeds {', '.join(map(str, seeds))})"
+    left.plot([k[1] for k in keys], [summary[k]["mig"][0] for k in keys], "-", color=color,
+              label=label, lw=2)
+    runs = [r for r in rows if r["method"] == method]
+    nudge = (i - (len(methods) - 1) / 2) * 0.12
+    left.plot([r["value"] + nudge for r in runs], [r["mig"] for r in runs], "o", color=color,
+              ms=4, alpha=0.7)
+    right.plot([r["mig"] for r in runs], [r["tc"] for r in runs], "o", color=color, ms=5,
+               alpha=0.7, label=LABELS[method])
+  left.set_xlabel("β")
+  left.set_ylabel("MIG (shape excluded)")
+  left.set_title("MIG against β: lines the mean, dots each seed", fontsize=10)
+  left.legend(fontsize=8)
+  right.set_xlabel("MIG (shape excluded)")
+  right.set_ylabel("total correlation (nats, dataset level)")
+  right.set_title("TC against MIG, every run", fontsize=10)
+  right.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str:
+  """Per β: each β-TCVAE variant minus β-VAE, seed by seed (the same seed
+  in both), and the mean of those differences."""
+  by = {(r["method"], r["value"], r["seed"]): r["mig"] for r in rows}
+  variants = [m for m in BETA_METHODS if m != "beta_vae" and any(r["method"] == m for r in rows)]
+  if not any(r["method"] == "beta_vae" for r in rows) or not variants:
+    return ""
+  out = []
+  for method in variants:
+    out.append(f"\nMIG of {LABELS[method]} − β-VAE, paired by seed:\n\n"
+               "| β | by seed | mean | wins |\n|---|---|---|---|")
+    for beta in sorted({r["value"] for r in rows if r["method"] == method}):
+      seeds = sorted(s for (m, b, s) in by if m == method and b == beta
+                     and ("beta_vae", beta, s) in by)
+      diffs = [by[(method, beta, s)] - by[("beta_vae", beta, s)] for s in seeds]
+      if not diffs:
+        continue
+      cells = ", ".join(f"{s}: {d:+.3f}" for s, d in zip(seeds, diffs))
+      out.append(f"| {beta:g} | {cells} | {np.mean(diffs):+.3f} | "
+                 f"{sum(d > 0 for d in diffs)}/{len(diffs)} |")
+  return "\n".join(out) + "\n"
 
 
 def plot_mig_vs_steps(path: pathlib.Path, curves: list[dict[str, Any]],
@@ -653,6 +746,9 @@ def plot_methods(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> Non
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   methods = [m for m in METHODS if any(k[0] == m for k in summary)]
+  if all(sum(k[0] == m for k in summary) == 1 for m in methods):
+    plot_methods_strip(path, methods, rows)
+    return
   fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.4), sharey=True,
                            squeeze=False)
   for ax, method in zip(axes[0], methods):
@@ -678,21 +774,47 @@ def plot_methods(path: pathlib.Path, summary, rows: list[dict[str, Any]]) -> Non
   plt.close(fig)
 
 
+def plot_methods_strip(path: pathlib.Path, methods: list[str], rows: list[dict[str, Any]]
+                       ) -> None:
+  """One hyperparameter value per method: methods on x, each seed's MIG a
+  dot, the mean a bar."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(1.6 * len(methods) + 2, 4))
+  for x, method in enumerate(methods):
+    runs = [r for r in rows if r["method"] == method]
+    values = [r["mig"] for r in runs]
+    ax.plot([x - 0.25, x + 0.25], [np.mean(values)] * 2, "-", color="k", lw=2)
+    spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+    ax.plot(x + np.asarray(spread), values, "o", color=f"C{x % 10}", ms=6, alpha=0.8)
+  value = {METHODS[m].symbol + " = " + f"{r['value']:g}" for m in methods
+           for r in rows if r["method"] == m}
+  ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=25, ha="right",
+                fontsize=8)
+  ax.set_ylabel("MIG (shape excluded)")
+  ax.set_title(f"{', '.join(sorted(value))}: every seed a dot, the bar the mean", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def member_seconds_per_step(args: argparse.Namespace, curves: list[dict[str, Any]]
                             ) -> float | None:
   """A population's training wall time per step and member, at its last
   evaluated step (train_seconds accumulate over milestones): on one CPU
   process about one run's time per step (B=64, paper MLP: 0.050–0.054 s
   for 4–9 members against 0.054 s alone, 2 AMD EPYC cores)."""
+  root_of = population_of(args)
   last = {}
   for r in curves:
-    root = population_root(args, r["method"])
+    root = root_of[run_name(r["method"], r["value"], r["seed"])]
     if r["train_seconds"] and r["steps"] >= last.get(root, (0, 0.0))[0]:
       last[root] = (r["steps"], r["train_seconds"])
   if not last:
     return None
-  runs = [population_root(args, method) for method, _, _ in grid(args)]
-  rates = [seconds / (steps * runs.count(root)) for root, (steps, seconds) in last.items()]
+  sizes = {root: len(runs) for root, runs in populations(args).items()}
+  rates = [seconds / (steps * sizes[root]) for root, (steps, seconds) in last.items()]
   return float(np.mean(rates))
 
 
@@ -716,7 +838,7 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
     if any(method in BETA_METHODS for method, _ in summary):
       plot_mig_vs_beta(out / "mig_vs_beta.png", summary, final)
       plot_tc_vs_mig(out / "tc_vs_mig.png", final)
-      text = markdown_table(summary) + "\n"
+      text = markdown_table(summary) + paired_table(final) + "\n"
     plot_methods(out / "methods.png", summary, final)
     text += methods_table(summary)
     (out / "summary.md").write_text(text)
@@ -733,8 +855,9 @@ def report(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
   info = {"command": "python scripts/sweep.py " + " ".join(argv), "args": vars(args),
           "runs_finished": len(final), "runs_expected": expected,
           "best_betatc_run": run_name("betatc_vae", best["value"], best["seed"]) if best else None,
-          "train_wall_seconds": sum({population_root(args, r["method"]): r["train_seconds"] or 0
-                                     for r in final}.values()),
+          "train_wall_seconds": sum({population_of(args)[run_name(r["method"], r["value"],
+                                                                  r["seed"])]:
+                                     r["train_seconds"] or 0 for r in final}.values()),
           "seconds_per_member_step": seconds_per_step,
           **machine()}
   (out / "sweep.json").write_text(json.dumps(info, indent=2))

@@ -36,7 +36,8 @@ _RUNNER = textwrap.dedent("""
       if steps < 0:                       # this process dies here, unannounced
         os.kill(os.getpid(), signal.SIGKILL)
       try:
-        population.train_population(config(steps, port, process_id), MEMBERS, workdir)
+        population.train_population(config(steps, port, process_id), MEMBERS, workdir,
+                                    execution="vmap")
       except processes.LostProcessError as e:
         print("LOST:", e, flush=True)
         os._exit(3)

@@ -50,8 +50,9 @@ def assert_rows_close(a, b, rtol, keys=LOSS_KEYS, atol=0.0):
 def resumed(tmp_path_factory):
   """A population trained to 20 steps, then resumed to 40 in the same workdir."""
   workdir = tmp_path_factory.mktemp("pop")
-  population.train_population(base_config(20), MEMBERS, workdir)
-  states, keys = population.train_population(base_config(40), MEMBERS, workdir)
+  population.train_population(base_config(20), MEMBERS, workdir, execution="vmap")
+  states, keys = population.train_population(base_config(40), MEMBERS, workdir,
+                                             execution="vmap")
   return workdir, states, keys
 
 
@@ -86,8 +87,8 @@ def test_first_step_is_the_single_runs_step():
                  one.opt_state, population.unstack(new.opt_state, k))
 
 
-def test_every_member_equals_its_single_run(resumed, tmp_path):
-  """Member i logs the single run's losses at every logged step to 1e-3
+def test_every_vmapped_member_equals_its_single_run(resumed, tmp_path):
+  """Vmapped, member i logs the single run's losses at every logged step to 1e-3
   relative. Measured: at most 6e-6 over the 40 steps on an AMD EPYC (AVX2),
   1.1e-4 in the β=8 member's KL at step 40 on another CPU: vmapped, XLA
   vectorises differently, and training amplifies the 1-ulp differences. A
@@ -105,12 +106,44 @@ def test_every_member_equals_its_single_run(resumed, tmp_path):
                       keys=("mi", "tc", "dim_kl"), atol=1e-3)
 
 
+@pytest.mark.parametrize("on_non_finite", ["stop", "freeze"])
+def test_members_in_turn_are_their_single_runs_bit_for_bit(tmp_path, on_non_finite):
+  """``execution="sequential"`` (the default on a CPU): each member's own
+  jitted step in turn, so every logged loss and the final parameters are
+  those of ``train.py``'s run of its config, bit for bit (with the freezing
+  step too)."""
+  base = base_config(12)
+  states, _ = population.train_population(base, MEMBERS, tmp_path / "pop",
+                                          execution="sequential", on_non_finite=on_non_finite)
+  for k, member in enumerate(MEMBERS):
+    single = train_lib.train(population.member_config(base, member), str(tmp_path / member.name))
+    jax.tree.map(np.testing.assert_array_equal, population.unstack(states.params, k),
+                 single.params)
+    assert_rows_close(population.member_dir(tmp_path / "pop", member.name),
+                      tmp_path / member.name, rtol=0)
+
+
+def test_a_checkpoint_of_one_execution_resumes_in_the_other(tmp_path):
+  """The two modes write the same stacked checkpoint: a vmapped population
+  restored in turn holds the same parameters, and trains on."""
+  base = base_config(8)
+  vmapped, _ = population.train_population(base, MEMBERS[:2], tmp_path, execution="vmap")
+  same, _ = population.train_population(base, MEMBERS[:2], tmp_path, execution="sequential")
+  jax.tree.map(np.testing.assert_array_equal, vmapped.params, same.params)
+  on, _ = population.train_population(base_config(12), MEMBERS[:2], tmp_path,
+                                      execution="sequential")
+  assert [int(s) for s in on.step] == [12, 12] and checkpoint_steps(tmp_path) == [8, 12]
+  with pytest.raises(ValueError, match="execution must be one of"):
+    population.train_population(base, MEMBERS[:2], tmp_path, execution="pmap")
+
+
 def test_resume_20_plus_20_equals_40(resumed, tmp_path):
   workdir, states, _ = resumed
   assert checkpoint_steps(workdir) == [20, 40]
   assert population.latest_step(workdir) == 40 and population.latest_step(tmp_path) == 0
   assert np.asarray(states.step).tolist() == [40] * len(MEMBERS)
-  straight, _ = population.train_population(base_config(40), MEMBERS, tmp_path)
+  straight, _ = population.train_population(base_config(40), MEMBERS, tmp_path,
+                                            execution="vmap")
   for member in MEMBERS:
     assert_rows_close(population.member_dir(workdir, member.name),
                       population.member_dir(tmp_path, member.name), rtol=1e-6)
@@ -119,9 +152,10 @@ def test_resume_20_plus_20_equals_40(resumed, tmp_path):
 
 def test_host_batches_equal_device_batches(tmp_path):
   members = MEMBERS[:2]
-  on_device, _ = population.train_population(base_config(8), members, tmp_path / "device")
+  on_device, _ = population.train_population(base_config(8), members, tmp_path / "device",
+                                             execution="vmap")
   on_host, _ = population.train_population(base_config(8), members, tmp_path / "host",
-                                           data_on_device=False)
+                                           data_on_device=False, execution="vmap")
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), on_device.params,
                on_host.params)
 
@@ -158,19 +192,20 @@ def test_nan_names_the_member_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(r["loss"]) for r in rows)
 
 
-def test_freeze_keeps_a_diverged_member_and_leaves_the_others_unchanged(tmp_path):
+@pytest.mark.parametrize("execution", ["vmap", "sequential"])
+def test_freeze_keeps_a_diverged_member_and_leaves_the_others_unchanged(tmp_path, execution):
   """``on_non_finite="freeze"``: a member at lr 1e30 keeps its last finite
   state and is recorded, and the other members' numbers are bit for bit
   those of the same population whose third member trains normally (its row
-  of the vmapped step touches no other row); a resumed population keeps it
-  frozen."""
+  of the vmapped step touches no other row; in turn, its step is its own);
+  a resumed population keeps it frozen."""
   base = small_config(num_train_steps=12, log_every_steps=2, checkpoint_every_steps=6)
   bad = population.Member("diverges", {"seed": 5, "learning_rate": 1e30})
   good = population.Member("diverges", {"seed": 5})
   frozen, _ = population.train_population(base, [*MEMBERS[:2], bad], tmp_path / "f",
-                                          on_non_finite="freeze")
+                                          on_non_finite="freeze", execution=execution)
   normal, _ = population.train_population(base, [*MEMBERS[:2], good], tmp_path / "n",
-                                          on_non_finite="freeze")
+                                          on_non_finite="freeze", execution=execution)
   for k in (0, 1):
     jax.tree.map(np.testing.assert_array_equal, population.unstack(frozen.params, k),
                  population.unstack(normal.params, k))
@@ -191,7 +226,7 @@ def test_freeze_keeps_a_diverged_member_and_leaves_the_others_unchanged(tmp_path
   assert rows and all(np.isfinite(r["loss"]) for r in rows) and rows[-1]["step"] <= kept
   resumed, _ = population.train_population(small_config(
       num_train_steps=16, log_every_steps=2, checkpoint_every_steps=6), [*MEMBERS[:2], bad],
-      tmp_path / "f", on_non_finite="freeze")
+      tmp_path / "f", on_non_finite="freeze", execution=execution)
   assert [int(s) for s in resumed.step] == [16, 16, kept]
   assert population.frozen_members(tmp_path / "f") == record
 
@@ -236,7 +271,7 @@ _RUNNER = textwrap.dedent("""
     from betatc_jax import population
     from population_test import MEMBERS, base_config
     states, _ = population.train_population(base_config(8), MEMBERS[:2], sys.argv[1],
-                                            member_devices=int(sys.argv[2]))
+                                            member_devices=int(sys.argv[2]), execution="vmap")
     print("DEVICES", jax.device_count(), "SHARDS", len(states.params["encoder"]["fc_0"]["kernel"]
                                                          .addressable_shards))
 """)
@@ -250,7 +285,7 @@ def test_four_devices_split_members_and_batches(tmp_path):
   procs = {m: children.Child([sys.executable, "-c", code, str(tmp_path / f"m{m}"), str(m)],
                              watch=[tmp_path / f"m{m}"], env=env)
            for m in (2,)}
-  population.train_population(base_config(8), MEMBERS[:2], tmp_path / "one")
+  population.train_population(base_config(8), MEMBERS[:2], tmp_path / "one", execution="vmap")
   for m, proc in procs.items():
     (returncode, out, err), = children.finish([proc])
     assert returncode == 0, err[-6000:]

@@ -231,7 +231,7 @@ def train_and_evaluate(settings, chosen, measured, dataset, work: pathlib.Path, 
     with precision:
       states, _ = population.train_population(base, members, workdir, dataset=dataset,
                                               on_non_finite="freeze", deadline=train_deadline,
-                                              save_checkpoints=False)
+                                              save_checkpoints=False, execution="vmap")
     train_seconds = time.perf_counter() - t0
     frozen = population.frozen_members(workdir)
     params = jax.device_get(states.params)
