@@ -21,7 +21,7 @@ from betatc_jax import host_memory
 
 host_memory.retain_freed_memory()  # before JAX starts its threads: no page faults per step
 
-from betatc_jax import checkpointing, cli, experiment, train_lib  # noqa: E402
+from betatc_jax import checkpointing, cli, loop, run  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")
@@ -57,15 +57,15 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   config = config_from_flags()
   try:
-    experiment.train_and_evaluate(config, FLAGS.workdir,
+    run.train_and_evaluate(config, FLAGS.workdir,
                                   allow_config_change=FLAGS.allow_config_change,
                                   reevaluate=FLAGS.reevaluate)
-  except train_lib.TrainingInterrupted as e:
+  except loop.TrainingInterrupted as e:
     print(e, file=sys.stderr, flush=True)
     sys.exit(cli.INTERRUPTED)
   except (ValueError, OSError, checkpointing.CheckpointError) as e:   # OSError: a missing file
     cli.fail(e)
-  except train_lib.NonFiniteLossError as e:
+  except loop.NonFiniteLossError as e:
     cli.fail(e, code=cli.NON_FINITE)
 
 

@@ -2,7 +2,7 @@
 devices against 2 processes × 2 over localhost (the same members, mesh and
 batches), and so the cost per step of the multi-process path.
 
-  python benchmarks/population_processes.py [--steps 200]
+  python benchmarks/population_mesh.py [--steps 200]
 
 Each layout trains from scratch in a fresh workdir; the figure is the
 steps/s of the logged intervals after the first (which holds compilation),
@@ -37,8 +37,8 @@ def config(steps: int, port: int | None, process_id: int):
 
 
 def worker(workdir: str, steps: int, port: int, process_id: int) -> None:
-  from betatc_jax import population
-  members = [population.Member(f"m{k}", {"seed": k, "objective.beta": 1.0 + k}) for k in range(8)]
+  from betatc_jax import members as members_lib, population
+  members = [members_lib.Member(f"m{k}", {"seed": k, "objective.beta": 1.0 + k}) for k in range(8)]
   population.train_population(config(steps, port or None, process_id), members, workdir)
 
 

@@ -4,11 +4,11 @@ Three ways to train K members (β-VAE and β-TCVAE, MSS and MWS, several β,
 as a sweep mixes them) with the paper's MLP, on the same batches:
 
   * ``plain``: the K single runs one after another, each with the plain
-    jitted step ``train.py`` runs (``train_lib.jit_train_step``) on batches
+    jitted step ``train.py`` runs (``step_lib.jit_train_step``) on batches
     gathered on the host (the baseline);
   * ``sequential``: the population as ``train_population`` runs it on a CPU
-    (``stepping.Sequential``: each member's own step in turn, every step);
-  * ``vmap``: the population as one vmapped program (``stepping.Vmapped``,
+    (``execution.Sequential``: each member's own step in turn, every step);
+  * ``vmap``: the population as one vmapped program (``execution.Vmapped``,
     batches gathered on the device), the accelerators' mode.
 
 The repeats interleave the three, after a warm-up each; the median of the
@@ -46,7 +46,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from betatc_jax import default_config, population, sharding, stepping, train_lib  # noqa: E402
+from betatc_jax import default_config, execution, mesh  # noqa: E402
+from betatc_jax import members as members_lib  # noqa: E402
+from betatc_jax import state as state_lib  # noqa: E402
+from betatc_jax import step as step_lib  # noqa: E402
 from betatc_jax.data.ground_truth import gather_rows  # noqa: E402
 
 
@@ -64,12 +67,12 @@ def parse_args(argv=None):
   return parser.parse_args(argv)
 
 
-def make_members(k: int) -> list[population.Member]:
+def make_members(k: int) -> list[members_lib.Member]:
   kinds = [("beta_vae", "mss"), ("betatc", "mss"), ("betatc", "mws")]
   out = []
   for i in range(k):
     name, estimator = kinds[i % 3]
-    out.append(population.Member(f"m{i}", {"seed": i, "objective.name": name,
+    out.append(members_lib.Member(f"m{i}", {"seed": i, "objective.name": name,
                                            "objective.beta": float(1 + i % 10),
                                            "objective.estimator": estimator}))
   return out
@@ -99,23 +102,23 @@ def base_config(batch_size: int):
 
 def setting(dataset, batch_size: int, k: int, steps: int, repeats: int) -> dict[str, float]:
   """img/s of plain, sequential and vmap for K members at batch B."""
-  configs = population.validate_population(base_config(batch_size), make_members(k))
-  states, keys = population.create_population_state(configs, dataset.observation_shape,
+  configs = members_lib.validate_population(base_config(batch_size), make_members(k))
+  states, keys = state_lib.create_population_state(configs, dataset.observation_shape,
                                                     len(dataset))
-  indices = population.member_batch_indices([c.seed for c in configs], 0, steps, batch_size,
+  indices = members_lib.member_batch_indices([c.seed for c in configs], 0, steps, batch_size,
                                             len(dataset))                      # [S, K, B]
   live = np.ones(k, bool)
-  data_mesh = sharding.make_mesh()
-  member_mesh = population.make_mesh(k, batch_size)
-  replicated = sharding.replicated(data_mesh)
-  plain_step = train_lib.jit_train_step(data_mesh,
+  data_mesh = mesh.data_mesh()
+  member_mesh = mesh.member_mesh(k, batch_size)
+  replicated = mesh.replicated(data_mesh)
+  plain_step = step_lib.jit_train_step(data_mesh,
                                         jax.tree.map(lambda _: replicated,
-                                                     population.unstack(states, 0)))
-  singles = [jax.device_put(population.unstack(states, i), replicated) for i in range(k)]
-  in_turn = stepping.Sequential(data_mesh, states, keys, dataset, live, freeze=False)
-  vmapped = stepping.Vmapped(member_mesh, jax.tree.map(jnp.copy, states), keys, dataset,
+                                                     state_lib.unstack(states, 0)))
+  singles = [jax.device_put(state_lib.unstack(states, i), replicated) for i in range(k)]
+  in_turn = execution.Sequential(data_mesh, states, keys, dataset, live, freeze=False)
+  vmapped = execution.Vmapped(member_mesh, jax.tree.map(jnp.copy, states), keys, dataset,
                              live, freeze=False, data_on_device=True)   # donates its copy
-  data = sharding.data_sharding(data_mesh)
+  data = mesh.data_sharding(data_mesh)
   no_tick = lambda metrics, offset: None
 
   def run_plain():

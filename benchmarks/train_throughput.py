@@ -2,7 +2,7 @@
 
 For each arch in {seed_conv, mlp} and batch in {64, 256}: one full train
 step (forward, β-TCVAE MSS loss, backward, Adam) of the same model, loss and
-optimizer in JAX (``train_lib.train_step``) and in PyTorch (the seed's
+optimizer in JAX (``step_lib.train_step``) and in PyTorch (the seed's
 network from tests/torch_reference.py, or the paper's MLP, with the same
 MSS estimator written in torch), interleaved, after warm-up; medians.
 
@@ -55,8 +55,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from betatc_jax import state as state_lib  # noqa: E402
+from betatc_jax import step as step_lib  # noqa: E402
 
-from betatc_jax import train_lib  # noqa: E402
 from configs import default  # noqa: E402
 from torch_reference import BetaTCVAE  # noqa: E402
 
@@ -127,8 +128,8 @@ def jax_step_fn(arch, batch, conv_impl="auto"):
   if arch == "seed_conv":
     config.model.output_activation = "tanh"
     config.objective.likelihood = "gaussian"
-  state = train_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), N)
-  step_fn = jax.jit(train_lib.train_step, donate_argnums=0)
+  state = state_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), N)
+  step_fn = jax.jit(step_lib.train_step, donate_argnums=0)
   x = jnp.asarray(((np.random.default_rng(0).uniform(size=(batch, 64, 64, 1)) > 0.8) * 255).astype(np.uint8))
   key = jax.random.key(1)
   holder = [state]

@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from betatc_jax import inputs
+from betatc_jax import checks
 
 Estimator = Literal["mss", "mws", "reference", "official_mss"]
 ESTIMATORS: tuple[str, ...] = ("mss", "mws", "reference", "official_mss")
@@ -279,7 +279,7 @@ def kl_decomposition(
   marginal_estimator = estimator if marginal_estimator is None else marginal_estimator
   _check_sizes(batch_size, dataset_size, estimator)
   _check_sizes(batch_size, dataset_size, marginal_estimator)
-  with inputs.shape_errors_as_value_errors():
+  with checks.shape_errors_as_value_errors():
     chex.assert_type([z, mu, logvar], float)
 
   log_q_zx = gaussian_log_density(z, mu, logvar).sum(-1)             # [B]

@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from betatc_jax import checkpointing, cli, logging_utils, losses, metrics, plotting, train_lib
+from betatc_jax import checkpointing, cli, logging_utils, losses, metrics, plotting, state
+from betatc_jax import config as config_lib
+from betatc_jax.data import dataset_from_config
 from betatc_jax.data.ground_truth import GroundTruthDataset
 from betatc_jax.metrics.beta_vae_score import beta_vae_score
 from betatc_jax.metrics.dci import dci
@@ -44,8 +46,8 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not (workdir / "config.json").is_file():
     raise FileNotFoundError(f"{workdir} has no config.json: is it a betatc_jax training workdir?")
   saved = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  train_lib.validate_config(saved)
-  return train_lib.with_defaults(saved)
+  config_lib.validate_config(saved)
+  return config_lib.with_defaults(saved)
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
@@ -57,11 +59,12 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
     checkpointing.CheckpointError: a checkpoint that cannot be restored.
   """
   workdir = pathlib.Path(workdir)
-  target = jax.eval_shape(lambda: train_lib.checkpoint_tree(train_lib.create_train_state(
+  target = jax.eval_shape(lambda: state.checkpoint_tree(state.create_train_state(
       config, jax.random.key(0), image_shape, config.batch_size), jax.random.key(0)))
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
   try:
-    step, restored = checkpointing.restore_latest(manager, target)
+    step, restored, _ = checkpointing.restore_latest(manager, target,
+                                                     legacy_names=state.LEGACY_NAMES)
   finally:
     manager.close()
   if step is None:
@@ -114,7 +117,7 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   if dataset.num_factors == 0:
     return _evaluate_without_factors(config, params, dataset, step=step, workdir=workdir,
                                      extra=extra)
-  model = train_lib.make_model(config, dataset.observation_shape)
+  model = state.make_model(config, dataset.observation_shape)
   key = jax.random.key(config.seed + 7)
   keys = jax.random.split(key, 3)
   rng = np.random.default_rng(config.seed + 7)
@@ -200,7 +203,7 @@ def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.A
 def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, step: int,
                               workdir: pathlib.Path | None,
                               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-  model = train_lib.make_model(config, dataset.observation_shape)
+  model = state.make_model(config, dataset.observation_shape)
   key = jax.random.split(jax.random.key(config.seed + 7), 3)[0]
   _, _, u = _unsupervised_metrics(model, params, dataset, key, config.eval.num_samples,
                                   config.objective.likelihood)
@@ -256,7 +259,7 @@ def udr_of_runs(configs: list[ml_collections.ConfigDict], params: list[Any],
   images = dataset.images[rows]
   codes, kls = [], []
   for config, p in zip(configs, params):
-    mu, logvar = encode_dataset(train_lib.make_model(config, dataset.observation_shape), p,
+    mu, logvar = encode_dataset(state.make_model(config, dataset.observation_shape), p,
                                 images, batch_size=len(images))
     codes.append(mu)
     kls.append(0.5 * np.mean(mu ** 2 + np.exp(logvar) - 1 - logvar, axis=0))
@@ -293,7 +296,7 @@ def evaluate_workdir(workdir: str | pathlib.Path, progress: bool = False) -> dic
   """Evaluates the latest checkpoint of a training workdir (see module
   docstring); ``progress`` prints what is evaluated and shows the phase bar."""
   config = load_config(workdir)
-  dataset = train_lib.dataset_from_config(config)
+  dataset = dataset_from_config(config)
   step, params = restore_params(config, workdir, dataset.observation_shape)
   if progress:
     print(f"evaluating step {step} of {workdir} on {len(dataset):,} images "

@@ -32,7 +32,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from betatc_jax import checkpointing, cli, torch_compat, train_lib
+from betatc_jax import checkpointing, cli, state, torch_compat
+from betatc_jax import config as config_lib
 
 
 def load_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
@@ -77,8 +78,8 @@ def check_params(params: Any, config: ml_collections.ConfigDict,
                  shape: tuple[int, int, int]) -> None:
   """Raises ValueError, naming the parameters, when ``params`` do not fit the
   config's model."""
-  model = train_lib.make_model(config, shape)
-  want = jax.eval_shape(lambda: train_lib.init_params(model, shape, 0)[0])
+  model = state.make_model(config, shape)
+  want = jax.eval_shape(lambda: state.init_params(model, shape, 0)[0])
   flat = lambda tree: {jax.tree_util.keystr(p): tuple(np.shape(v))
                        for p, v in jax.tree_util.tree_leaves_with_path(tree)}
   got, expected = flat(params), flat(want)
@@ -100,7 +101,7 @@ def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.Con
       of another architecture (the missing or unexpected keys named), an
       invalid config, or a workdir that already has checkpoints.
   """
-  train_lib.validate_config(config)
+  config_lib.validate_config(config)
   arch = config.model.arch
   if arch not in ("seed_conv", "mlp"):
     raise ValueError(f"PyTorch checkpoints are PyTorch-VAE's conv net (model.arch='seed_conv') "
@@ -124,12 +125,12 @@ def import_checkpoint(checkpoint: str | pathlib.Path, config: ml_collections.Con
   if manager.latest_step() is not None:
     raise ValueError(f"{workdir} already has checkpoints; import into a new workdir.")
   params = jax.tree.map(np.asarray, params)
-  state = train_lib.create_train_state(config, None, shape, config.batch_size, params)
-  state = state.replace(step=np.zeros((), np.int32))     # as a trained run's step is stored
-  _, step_key = train_lib.init_params(train_lib.make_model(config, shape), shape, config.seed)
+  imported = state.create_train_state(config, None, shape, config.batch_size, params)
+  imported = imported.replace(step=np.zeros((), np.int32))   # as a trained run's step is stored
+  _, step_key = state.init_params(state.make_model(config, shape), shape, config.seed)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json(indent=2))
-  checkpointing.save(manager, 0, train_lib.checkpoint_tree(state, step_key))
+  checkpointing.save(manager, 0, state.checkpoint_tree(imported, step_key), force=True)
   manager.wait_until_finished()
   manager.close()
   return workdir

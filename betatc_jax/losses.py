@@ -13,7 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from betatc_jax import estimators, inputs
+from betatc_jax import checks, estimators
 
 Likelihood = Literal["bernoulli", "clamped_bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli", "gaussian")
@@ -73,8 +73,8 @@ def reconstruction_nll(
     ValueError: for mismatched shapes, integer ``x``, or (outside jit, for
       the Bernoulli likelihoods) ``x`` outside [0, 1].
   """
-  inputs.check_images(x, "the objective (its x)", unit_range=likelihood in LOGIT_LIKELIHOODS)
-  with inputs.shape_errors_as_value_errors():
+  checks.check_images(x, "the objective (its x)", unit_range=likelihood in LOGIT_LIKELIHOODS)
+  with checks.shape_errors_as_value_errors():
     chex.assert_equal_shape([x, decoder_out])
   if likelihood == "bernoulli":
     # BCE(l, x) = softplus(l) − x·l, the stable form of −x log σ(l) − (1−x) log σ(−l).
@@ -102,7 +102,7 @@ class ObjectiveWeights(NamedTuple):
       (of log q(z)).
     marginal_estimator: int32 code of the estimator of each log q(z_j)
       (the same as ``estimator`` for a named estimator).
-    critic_tc: float32 weight of a discriminator's TC estimate (FactorVAE's γ).
+    discriminator_tc: float32 weight of a discriminator's TC estimate (FactorVAE's γ).
     dip_od, dip_d: float32 DIP-VAE weights of the off-diagonal and diagonal
       covariance penalty.
     dip_variance: float32, 0 or 1: DIP-VAE-II (1) adds the mean posterior
@@ -117,7 +117,7 @@ class ObjectiveWeights(NamedTuple):
   anneal_steps: jax.Array
   estimator: jax.Array
   marginal_estimator: jax.Array
-  critic_tc: jax.Array
+  discriminator_tc: jax.Array
   dip_od: jax.Array
   dip_d: jax.Array
   dip_variance: jax.Array
@@ -128,8 +128,8 @@ class ObjectiveWeights(NamedTuple):
 
 OBJECTIVES: tuple[str, ...] = ("betatc", "beta_vae", "factorvae", "dip_vae_i", "dip_vae_ii",
                                "annealed_vae")
-# Objectives whose train state carries a discriminator (``betatc_jax.critic``).
-CRITIC_OBJECTIVES: tuple[str, ...] = ("factorvae",)
+# Objectives whose train state carries a discriminator (``betatc_jax.discriminator``).
+DISCRIMINATOR_OBJECTIVES: tuple[str, ...] = ("factorvae",)
 
 
 def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0,
@@ -144,7 +144,7 @@ def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma
   * ``"betatc"``: mi, tc, dim_kl weighted α, β, γ (``betatc_objective``).
   * ``"beta_vae"``: the analytic KL weighted β (``beta_vae_objective``).
   * ``"factorvae"`` (Kim & Mnih, 2018): KL + ``factorvae_gamma`` · the
-    discriminator's TC estimate (``betatc_jax.critic``).
+    discriminator's TC estimate (``betatc_jax.discriminator``).
   * ``"dip_vae_i"`` / ``"dip_vae_ii"`` (Kumar et al., 2018): KL +
     ``dip_penalty`` of the covariance of the means (I) or of q(z) (II),
     with λ_d = ``dip_lambda_d`` (default 10·λ_od for I, λ_od for II, as
@@ -169,14 +169,14 @@ def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma
   ).items() if v < 0}
   if negative:
     raise ValueError(f"Objective weights must be >= 0, got {negative}.")
-  w = dict(mi=0.0, tc=0.0, dim_kl=0.0, kl=1.0, critic_tc=0.0, dip_od=0.0, dip_d=0.0,
+  w = dict(mi=0.0, tc=0.0, dim_kl=0.0, kl=1.0, discriminator_tc=0.0, dip_od=0.0, dip_d=0.0,
            dip_variance=0.0, capacity_gamma=0.0, capacity_max=0.0)
   if name == "betatc":
     w.update(mi=alpha, tc=beta, dim_kl=gamma, kl=0.0)
   elif name == "beta_vae":
     w.update(kl=beta)
   elif name == "factorvae":
-    w.update(critic_tc=factorvae_gamma)
+    w.update(discriminator_tc=factorvae_gamma)
   elif name in ("dip_vae_i", "dip_vae_ii"):
     w.update(dip_od=dip_lambda_od, dip_d=dip_lambda_d,
              dip_variance=1.0 if name == "dip_vae_ii" else 0.0)
@@ -189,7 +189,7 @@ def objective_weights(name: str, *, alpha: float = 1.0, beta: float = 6.0, gamma
       anneal_steps=i32(anneal_steps), estimator=i32(estimators.estimator_code(estimator)),
       marginal_estimator=i32(estimators.estimator_code(
           estimator if marginal_estimator is None else marginal_estimator)),
-      critic_tc=f32(w["critic_tc"]), dip_od=f32(w["dip_od"]), dip_d=f32(w["dip_d"]),
+      discriminator_tc=f32(w["discriminator_tc"]), dip_od=f32(w["dip_od"]), dip_d=f32(w["dip_d"]),
       dip_variance=f32(w["dip_variance"]), capacity_gamma=f32(w["capacity_gamma"]),
       capacity_max=f32(w["capacity_max"]), capacity_steps=i32(capacity_steps))
 
@@ -204,7 +204,7 @@ def dip_covariance(mu: jax.Array, logvar: jax.Array, include_variance: jax.Array
   aggregate posterior q(z) = mean_B N(μ, σ²) (DIP-VAE-II, 1). Cov_B uses
   the 1/B (biased) normalisation, as disentanglement_lib.
   """
-  with inputs.shape_errors_as_value_errors():
+  with checks.shape_errors_as_value_errors():
     chex.assert_rank([mu, logvar], 2)
   centred = mu - mu.mean(axis=0, keepdims=True)
   cov = centred.T @ centred / mu.shape[0]
@@ -234,10 +234,10 @@ def _weighted_sum(x, decoder_out, mu, logvar, z, *, dataset_size, estimator, lik
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """recon + w_mi·mi + w_tc·tc + w_dim_kl·anneal·dim_kl + w_kl·kl (+ the
   ``extra(kl) -> (weighted terms, their metrics)``), and its terms."""
-  with inputs.shape_errors_as_value_errors():
+  with checks.shape_errors_as_value_errors():
     chex.assert_rank([mu, logvar, z], 2)
     chex.assert_equal_shape([mu, logvar, z])
-  inputs.check_batch_sizes("the objective", x=x, decoder_out=decoder_out, mu=mu, logvar=logvar,
+  checks.check_batch_sizes("the objective", x=x, decoder_out=decoder_out, mu=mu, logvar=logvar,
                            z=z)
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   terms = estimators.kl_decomposition(z, mu, logvar, dataset_size, estimator,
@@ -267,12 +267,12 @@ def weighted_objective(
     *,
     dataset_size: int,
     likelihood: Likelihood = "bernoulli",
-    critic_tc: jax.Array | float = 0.0,
+    discriminator_tc: jax.Array | float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Every objective of ``OBJECTIVES`` as one function of array weights:
 
       loss = −E log p(x|z) + w_mi·mi + w_tc·tc + w_dim_kl·anneal(step)·dim_kl + w_kl·KL
-             + w_critic_tc · critic_tc                                    (FactorVAE)
+             + w_discriminator_tc · discriminator_tc                                    (FactorVAE)
              + dip_penalty(dip_covariance(μ, logvar, dip_variance), dip_od, dip_d)  (DIP-VAE)
              + capacity_gamma · |KL − capacity_at(step)|                  (annealed VAE)
 
@@ -287,20 +287,20 @@ def weighted_objective(
     weights: scalar ``ObjectiveWeights``.
     dataset_size: N, the size of the training set.
     likelihood: one of ``LIKELIHOODS``.
-    critic_tc: a discriminator's TC estimate of z (``critic.density_ratio_tc``),
+    discriminator_tc: a discriminator's TC estimate of z (``discriminator.density_ratio_tc``),
       differentiable in z; 0 without a discriminator.
 
   Returns:
     (loss, metrics) with ``loss``, ``recon``, ``mi``, ``tc``, ``dim_kl``,
-    ``kl``, ``elbo``, ``anneal``, ``critic_tc``, ``dip_penalty`` and ``capacity``.
+    ``kl``, ``elbo``, ``anneal``, ``discriminator_tc``, ``dip_penalty`` and ``capacity``.
   """
   def extra(kl):
     dip = dip_penalty(dip_covariance(mu, logvar, weights.dip_variance), weights.dip_od,
                       weights.dip_d)
     capacity = capacity_at(step, weights.capacity_max, weights.capacity_steps)
-    critic = jnp.asarray(critic_tc, jnp.float32)
-    term = weights.critic_tc * critic + dip + weights.capacity_gamma * jnp.abs(kl - capacity)
-    return term, {"critic_tc": critic, "dip_penalty": dip, "capacity": capacity}
+    estimate = jnp.asarray(discriminator_tc, jnp.float32)
+    term = weights.discriminator_tc * estimate + dip + weights.capacity_gamma * jnp.abs(kl - capacity)
+    return term, {"discriminator_tc": estimate, "dip_penalty": dip, "capacity": capacity}
 
   return _weighted_sum(
       x, decoder_out, mu, logvar, z, dataset_size=dataset_size, estimator=weights.estimator,
@@ -383,9 +383,9 @@ def beta_vae_objective(
     (loss, metrics) with ``loss``, ``recon``, ``kl``, ``elbo`` (and ``mi``,
     ``tc``, ``dim_kl`` when ``z`` is given).
   """
-  with inputs.shape_errors_as_value_errors():
+  with checks.shape_errors_as_value_errors():
     chex.assert_equal_shape([mu, logvar])
-  inputs.check_batch_sizes("beta_vae_objective", x=x, decoder_out=decoder_out, mu=mu,
+  checks.check_batch_sizes("beta_vae_objective", x=x, decoder_out=decoder_out, mu=mu,
                            logvar=logvar, z=z)
   recon = jnp.mean(reconstruction_nll(x, decoder_out, likelihood))
   kl = jnp.mean(estimators.gaussian_kl_to_standard_normal(mu, logvar))

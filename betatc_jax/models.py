@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from betatc_jax import inputs
+from betatc_jax import checks
 from betatc_jax.layers import CONV_IMPLS, Conv2d, ConvImpl, ConvTranspose2d, Dense
 from betatc_jax.losses import LOGIT_LIKELIHOODS
 
@@ -200,7 +200,7 @@ class VAE(nn.Module):
       ValueError: for another shape, integer images, or (outside jit)
         values outside [0, 1].
     """
-    inputs.check_images(x, "VAE.encode")
+    checks.check_images(x, "VAE.encode")
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
       raise ValueError(
           f"Expected images of shape [B, {', '.join(map(str, self.image_shape))}] "
@@ -210,7 +210,7 @@ class VAE(nn.Module):
 
   def decode(self, z: jax.Array) -> jax.Array:
     """z: [B, D] -> [B, H, W, C] decoder output (logits, or the tanh mean)."""
-    with inputs.shape_errors_as_value_errors():
+    with checks.shape_errors_as_value_errors():
       chex.assert_shape(z, (None, self.latent_dim))
     out = self.decoder(z)
     return jnp.tanh(out) if self.output_activation == "tanh" else out

@@ -31,7 +31,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from betatc_jax import checkpointing, evaluate, population, processes, train_lib
+from betatc_jax import checkpointing, evaluate, mesh, population, state
+from betatc_jax import workdir as wd
+from betatc_jax.members import Member, validate_population
 from betatc_jax.data.ground_truth import GroundTruthDataset
 
 SELECTION_FILE = "selection.json"
@@ -45,7 +47,7 @@ def candidate_seeds(config: ml_collections.ConfigDict) -> list[int]:
 
 
 def candidates(config: ml_collections.ConfigDict
-               ) -> tuple[ml_collections.ConfigDict, list[population.Member]]:
+               ) -> tuple[ml_collections.ConfigDict, list[Member]]:
   """The short phase as a population: its base config (P steps, no
   evaluation, no selection of its own) and one member per candidate seed."""
   base = ml_collections.ConfigDict(config.to_dict())
@@ -53,7 +55,7 @@ def candidates(config: ml_collections.ConfigDict
   base.checkpoint_every_steps = config.selection.steps
   base.eval.at_end = False
   base.selection.members = 0
-  members = [population.Member(f"seed{s}", {"seed": s}) for s in candidate_seeds(config)]
+  members = [Member(f"seed{s}", {"seed": s}) for s in candidate_seeds(config)]
   return base, members
 
 
@@ -92,9 +94,9 @@ def select(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         f"{config.selection.steps} steps each", flush=True)
   states, keys = population.train_population(base, members, phase, dataset=dataset,
                                              progress=progress)
-  configs = population.validate_population(base, members)
+  configs = validate_population(base, members)
   params = jax.device_get(states.params)
-  scores = evaluate.udr_of_runs(configs, [population.unstack(params, k)
+  scores = evaluate.udr_of_runs(configs, [state.unstack(params, k)
                                           for k in range(len(members))], dataset)
   udr = np.nan_to_num(scores["udr"], nan=-np.inf)
   best = int(np.argmax(udr))                     # ties: the lowest seed
@@ -107,10 +109,10 @@ def select(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
       "picked_seed": int(members[best].overrides["seed"]),
       "picked_udr": _number(scores["udr"][best]),
   }
-  host = processes.local_tree(train_lib.checkpoint_tree(states, keys))
-  checkpointing.save_runs([(workdir, int(host["step"][best]), population.unstack(host, best))],
+  host = mesh.local_tree(state.checkpoint_tree(states, keys))
+  checkpointing.save_runs([(workdir, int(host["step"][best]), state.unstack(host, best))],
                           config.keep_checkpoints)
-  shutil.copyfile(population.member_dir(phase, members[best].name) / "metrics.jsonl",
+  shutil.copyfile(wd.member_dir(phase, members[best].name) / "metrics.jsonl",
                   workdir / "metrics.jsonl")            # the run's rows from step 1
   tmp = workdir / (SELECTION_FILE + ".tmp")
   tmp.write_text(json.dumps(record, indent=2))

@@ -21,6 +21,10 @@ import pathlib
 import sys
 
 import numpy as np
+from betatc_jax import state as state_lib
+from betatc_jax import workdir as wd
+from betatc_jax import members as members_lib
+from betatc_jax.data import dataset_from_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="the CSV to write")
   args = parser.parse_args(argv)
 
-  from betatc_jax import population, train_lib
-  base, all_members = population.load_population(args.root)
+  from betatc_jax import population
+  base, all_members = wd.load_population(args.root)
   members = all_members
   if args.members:
     wanted = args.members.split(",")
@@ -45,15 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
       raise SystemExit(f"error: no member {unknown} in {args.root}")
     members = [m for m in all_members if m.name in wanted]
-  step = population.latest_step(args.root)
+  step = wd.latest_step(args.root)
   if step == 0:
     raise SystemExit(f"error: {args.root} has no checkpoint")
   base.num_train_steps = step             # at the checkpoint: restores, trains nothing
-  dataset = train_lib.dataset_from_config(base)
+  dataset = dataset_from_config(base)
   states, _ = population.train_population(base, all_members, args.root, dataset=dataset)
   index = [next(k for k, m in enumerate(all_members) if m.name == member.name)
            for member in members]
-  states = population.unstack(states, np.asarray(index))
+  states = state_lib.unstack(states, np.asarray(index))
 
   rows = []
   settings = [(args.full_samples, 0)] + [(args.cheap_samples, r) for r in range(args.repeats)]
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     config = base.copy_and_resolve_references()
     config.eval.num_samples = num_samples
     # the evaluation's keys come from the member's seed: shift it per repeat
-    shifted = [population.Member(m.name, dict(m.overrides, seed=m.overrides.get("seed", 0)
+    shifted = [members_lib.Member(m.name, dict(m.overrides, seed=m.overrides.get("seed", 0)
                                               + repeat)) for m in members]
     results = population.evaluate_members(config, shifted, states, dataset, udr_groups=())
     for result in results:

@@ -88,6 +88,13 @@ import time
 from typing import Any, NamedTuple
 
 import numpy as np
+from betatc_jax import state as state_lib
+from betatc_jax import config as config_lib
+from betatc_jax import workdir as wd
+from betatc_jax import members as members_lib
+from betatc_jax import mesh
+from betatc_jax import loop
+from betatc_jax.data import dataset_from_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,7 +104,7 @@ class Method(NamedTuple):
   (the config key, the short name used in run names and the plot label), its
   default grid (disentanglement_lib's for the baselines), fixed overrides,
   and keys ``tied`` to the hyperparameter (set to the same value). A fixed
-  key outside ``population.MEMBER_KEYS`` (the model's head, the likelihood)
+  key outside ``members_lib.MEMBER_KEYS`` (the model's head, the likelihood)
   makes the method's runs a population of their own, in ROOT/<method>."""
   objective: str
   estimator: str
@@ -272,9 +279,9 @@ def run_name(method: str, value: float, seed: int) -> str:
 
 def static_settings(method: str) -> dict[str, Any]:
   """The method's fixed keys that its population shares (outside
-  ``population.MEMBER_KEYS``)."""
+  ``members_lib.MEMBER_KEYS``)."""
   from betatc_jax import population
-  return {k: v for k, v in METHODS[method].fixed if k not in population.MEMBER_KEYS}
+  return {k: v for k, v in METHODS[method].fixed if k not in members_lib.MEMBER_KEYS}
 
 
 def base_config(args: argparse.Namespace, steps: int, method: str | None = None):
@@ -303,12 +310,12 @@ def base_config(args: argparse.Namespace, steps: int, method: str | None = None)
   config.eval.num_samples = args.eval_samples
   for key, value in args.set.items():
     try:
-      train_lib.set_config_key(config, key, value)
+      config_lib.set_config_key(config, key, value)
     except ValueError as e:
       raise ValueError(f"--set {e}") from None
   for key, value in (static_settings(method) if method else {}).items():
-    train_lib.set_config_key(config, key, value)
-  train_lib.validate_config(config)
+    config_lib.set_config_key(config, key, value)
+  config_lib.validate_config(config)
   return config
 
 
@@ -325,7 +332,7 @@ def population_root(args: argparse.Namespace, method: str) -> pathlib.Path:
   ``static_settings`` trains in ROOT/<method>."""
   from betatc_jax import losses
   root = pathlib.Path(args.root)
-  if METHODS[method].objective in losses.CRITIC_OBJECTIVES:
+  if METHODS[method].objective in losses.DISCRIMINATOR_OBJECTIVES:
     return root / "critic"
   return root / method if static_settings(method) else root
 
@@ -370,7 +377,7 @@ def run_dir(args: argparse.Namespace, method: str, value: float, seed: int) -> p
 
 def member_overrides(method: str, value: float, seed: int, capacity_steps: int
                      ) -> dict[str, Any]:
-  """A run's ``population.MEMBER_KEYS`` settings: the method's objective,
+  """A run's ``members_lib.MEMBER_KEYS`` settings: the method's objective,
   estimator, hyperparameter ``value`` (and the keys tied to it), its fixed
   member keys, and ``seed``."""
   m = METHODS[method]
@@ -386,7 +393,7 @@ def member_overrides(method: str, value: float, seed: int, capacity_steps: int
 def members(args: argparse.Namespace) -> dict[pathlib.Path, list]:
   """The populations of the grid: root -> its members."""
   from betatc_jax import population
-  return {root: [population.Member(run_name(*run), member_overrides(*run, args.capacity_steps))
+  return {root: [members_lib.Member(run_name(*run), member_overrides(*run, args.capacity_steps))
                  for run in runs] for root, runs in populations(args).items()}
 
 
@@ -399,7 +406,7 @@ def train_population(args: argparse.Namespace) -> None:
   milestone in turn and evaluates every run there."""
   from betatc_jax import train_lib
 
-  dataset = train_lib.dataset_from_config(base_config(args, args.steps))
+  dataset = dataset_from_config(base_config(args, args.steps))
   run_of = {run_name(*g): g for g in grid(args)}            # name -> (method, value, seed)
   for root, runs in members(args).items():
     train_one_population(args, root, runs, run_of, dataset)
@@ -415,12 +422,12 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
   timing_path = root / "timing.json"
   timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
   for step in milestones:
-    todo = [m for m in runs if not eval_path(population.member_dir(root, m.name), step).is_file()]
+    todo = [m for m in runs if not eval_path(wd.member_dir(root, m.name), step).is_file()]
     unexported = step == args.steps and not args.no_export and not all(
-        (population.member_dir(root, m.name) / "checkpoints" / str(step)).is_dir() for m in runs)
+        (wd.member_dir(root, m.name) / "checkpoints" / str(step)).is_dir() for m in runs)
     if not todo and not unexported:
       continue
-    current = population.latest_step(root)
+    current = wd.latest_step(root)
     if current > step:
       print(f"  population already past step {step} (checkpoint {current}); not evaluated there",
             flush=True)
@@ -447,21 +454,21 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
     # runs this process holds (evaluated now or not), on the same images.
     local = [runs[k] for k in population.held_rows_of(states)]
     held = population.local_states(states)
-    udr = population.member_udr(population.validate_population(config, local), local,
+    udr = population.member_udr(members_lib.validate_population(config, local), local,
                                 held.params, dataset, udr_groups(local, run_of))
     udr_of = {m.name: u for m, u in zip(local, udr)}
     results = population.evaluate_members(
-        config, todo, population.unstack(held, np.asarray([here[m.name] for m in todo], np.int32)),
+        config, todo, state_lib.unstack(held, np.asarray([here[m.name] for m in todo], np.int32)),
         dataset, workdir=root if final else None,
         other_metrics=final and not args.skip_other_metrics,
-        frozen=population.frozen_members(root), progress=processes.is_chief(),
+        frozen=wd.frozen_members(root), progress=mesh.is_chief(),
         udr_groups=(), extras=[udr_of[m.name] for m in todo])
     eval_seconds = time.perf_counter() - t0
     for member, result in zip(todo, results):
       method, value, seed = run_of[member.name]
       result.update(method=method, value=value, seed=seed, train_seconds=train_seconds,
                     eval_seconds=eval_seconds / len(todo))
-      path = eval_path(population.member_dir(root, member.name), step)
+      path = eval_path(wd.member_dir(root, member.name), step)
       path.parent.mkdir(exist_ok=True)
       tmp = path.with_suffix(".tmp")
       tmp.write_text(json.dumps(result, indent=2))
@@ -475,13 +482,13 @@ def train_one_population(args: argparse.Namespace, root: pathlib.Path, runs: lis
               f"{result['log_px']:.1f}", flush=True)
     timing[str(step)] = {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
                          "members": len(runs), "evaluated": len(todo)}
-    processes.barrier(f"sweep {root} step {step} evaluated")
-    if processes.is_chief():
+    mesh.barrier(f"sweep {root} step {step} evaluated")
+    if mesh.is_chief():
       timing_path.write_text(json.dumps(timing, indent=2))
     line = {"population": str(root), "step": step, "members": len(runs), "train_seconds": round(train_seconds, 1),
             "eval_seconds": round(eval_seconds, 1)}
     print(f"  population at step {step}: {json.dumps(line)}", flush=True)
-    if args.timing_log and processes.is_chief():
+    if args.timing_log and mesh.is_chief():
       with open(args.timing_log, "a") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -871,15 +878,15 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   from betatc_jax import checkpointing, cli, population, processes, sharding
   try:
-    sharding.initialize_from_config(base_config(args, args.steps))   # before any JAX work
+    mesh.initialize_from_config(base_config(args, args.steps))   # before any JAX work
     if not args.report_only:
       train_population(args)
-    processes.barrier("sweep trained")
-    if processes.is_chief():     # the tables and figures, once, from every run's evaluation
+    mesh.barrier("sweep trained")
+    if mesh.is_chief():     # the tables and figures, once, from every run's evaluation
       report(args, argv)
   except (OSError, ValueError, checkpointing.CheckpointError) as e:
     cli.fail(e)
-  except population.NonFiniteLossError as e:
+  except loop.NonFiniteLossError as e:
     cli.fail(e, code=cli.NON_FINITE)
   return 0
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import children
-from betatc_jax import losses, models, train_lib
+from betatc_jax import run as run_lib
+from betatc_jax import workdir as wd
+from betatc_jax import losses, models
 from test_images import make_folder
 from train_test import ROOT, checkpoint_steps, read_rows, small_config
 
@@ -93,7 +95,7 @@ def test_images_in_0_255_under_jit_are_caught_by_checkify_and_cost_nothing_witho
   [0, 255] images, passes [0, 1] ones, and without checkify the compiled
   program is the one without any check."""
   from jax.experimental import checkify
-  from betatc_jax import inputs
+  from betatc_jax import checks
 
   def make_loss():         # a new function each time: nothing comes from jit's trace cache
     def loss(params, x):
@@ -110,14 +112,14 @@ def test_images_in_0_255_under_jit_are_caught_by_checkify_and_cost_nothing_witho
   error, value = checked(params, X)
   assert error.get() is None and value == jax.jit(loss)(params, X)
   with_check = _hlo(make_loss(), params, X)
-  monkeypatch.setattr(inputs.checkify, "debug_check", lambda *args, **kwargs: None)
+  monkeypatch.setattr(checks.checkify, "debug_check", lambda *args, **kwargs: None)
   assert _hlo(make_loss(), params, X) == with_check
 
 
 @pytest.mark.parametrize("estimator", ["mws", "mss", "official_mss", "reference"])
 def test_batch_of_one_is_refused_for_every_estimator(tmp_path, estimator):
   with pytest.raises(ValueError, match="batch_size must be >= 2"):
-    train_lib.train(small_config(batch_size=1, **{"objective.estimator": estimator}),
+    run_lib.train_run(small_config(batch_size=1, **{"objective.estimator": estimator}),
                     str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
 
@@ -129,21 +131,21 @@ def test_model_and_image_size_mismatch_fails_before_the_workdir(tmp_path):
                            "dataset.path": str(tmp_path / "photos"), "dataset.image_size": 32,
                            "batch_size": 2})
   with pytest.raises(ValueError, match="needs 64x64 images"):
-    train_lib.train(config, str(tmp_path / "w"))
+    run_lib.train_run(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
 
 
 def test_a_workdir_of_another_config_is_refused_unless_allowed(tmp_path):
   """The steps may grow; β may not, unless allowed, and then the change is
   recorded in metrics.jsonl."""
-  train_lib.train(small_config(num_train_steps=4), str(tmp_path))
-  train_lib.train(small_config(num_train_steps=6), str(tmp_path))          # extended: fine
+  run_lib.train_run(small_config(num_train_steps=4), str(tmp_path))
+  run_lib.train_run(small_config(num_train_steps=6), str(tmp_path))          # extended: fine
   saved = (tmp_path / "config.json").read_text()
-  with pytest.raises(train_lib.ConfigChangedError,
+  with pytest.raises(wd.ConfigChangedError,
                      match=r"another config \(objective.beta: 6.0 -> 1.0\).*--allow_config_change"):
-    train_lib.train(small_config(num_train_steps=8, **{"objective.beta": 1.0}), str(tmp_path))
+    run_lib.train_run(small_config(num_train_steps=8, **{"objective.beta": 1.0}), str(tmp_path))
   assert (tmp_path / "config.json").read_text() == saved and checkpoint_steps(tmp_path) == [4, 6]
-  train_lib.train(small_config(num_train_steps=8, **{"objective.beta": 1.0}), str(tmp_path),
+  run_lib.train_run(small_config(num_train_steps=8, **{"objective.beta": 1.0}), str(tmp_path),
                   allow_config_change=True)
   rows = read_rows(tmp_path)
   assert {"step": 6, "config_change": {"objective.beta": [6.0, 1.0]}} in rows

@@ -20,8 +20,9 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from betatc_jax import config as config_lib
 
-from betatc_jax import train_lib
+
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -171,8 +172,8 @@ def check_config_flags(args: list[str]) -> None:
   config = load_config_file(config_path)
   for flag, value in flags.items():
     if flag.startswith("--config."):
-      train_lib.set_config_key(config, flag.removeprefix("--config."), config_value(value))
-  train_lib.validate_config(config)
+      config_lib.set_config_key(config, flag.removeprefix("--config."), config_value(value))
+  config_lib.validate_config(config)
 
 
 def outputs_are_untracked(args: list[str]) -> None:

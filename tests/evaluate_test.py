@@ -6,7 +6,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from betatc_jax import evaluate, experiment, train_lib
+from betatc_jax.data import dataset_from_config
+from betatc_jax import evaluate
+from betatc_jax import run as run_lib
 from train_test import small_config
 
 
@@ -14,7 +16,7 @@ from train_test import small_config
 def evaluated(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("eval_run")
   config = small_config(**{"eval.at_end": True, "eval.num_samples": 500})
-  experiment.train_and_evaluate(config, str(workdir))
+  run_lib.train_and_evaluate(config, str(workdir))
   return workdir
 
 
@@ -65,7 +67,7 @@ def test_dataset_without_factors(evaluated):
   from betatc_jax.data.ground_truth import GroundTruthDataset
   config = evaluate.load_config(evaluated)
   _, params = evaluate.restore_params(config, evaluated, (64, 64, 1))
-  images = train_lib.dataset_from_config(config).images[:40]
+  images = dataset_from_config(config).images[:40]
   ds = GroundTruthDataset(images, np.zeros((40, 0), np.int32), (), ())
   result = evaluate.evaluate_params(config, params, ds, step=12)
   assert all(result[k] is None for k in evaluate.SUPERVISED)

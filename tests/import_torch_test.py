@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 import children
-from betatc_jax import evaluate, import_torch, models, train_lib
+from betatc_jax import run as run_lib
+from betatc_jax import state as state_lib
+from betatc_jax import evaluate, import_torch, models
 from configs import seed_celeba
 from torch_reference import BetaTCVAE, assert_seed_conv_matches
 from train_test import ROOT
@@ -69,7 +71,7 @@ def test_lightning_checkpoint_through_the_command_then_evaluate_and_fine_tune(se
   assert (workdir / "traversals.png").is_file()
   config = evaluate.load_config(workdir)
   config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps = 2, 1, 2
-  state = train_lib.train(config, str(workdir))          # fine-tunes from the imported weights
+  state = run_lib.train_run(config, str(workdir))          # fine-tunes from the imported weights
   assert int(state.step) == 2
 
 
@@ -123,7 +125,7 @@ def test_official_checkpoint_imports_into_the_official_mode(tmp_path):
   config = dsprites_paper.get_config()
   workdir = import_torch.import_checkpoint(path, config, tmp_path / "official")
   _, params = evaluate.restore_params(evaluate.load_config(workdir), workdir, (64, 64, 1))
-  model = train_lib.make_model(config, (64, 64, 1))
+  model = state_lib.make_model(config, (64, 64, 1))
   rng = np.random.default_rng(0)
   x = (rng.uniform(size=(4, 64, 64, 1)) < 0.2).astype(np.float32)
   z = rng.normal(size=(4, 10)).astype(np.float32)

@@ -2,7 +2,7 @@
 a PyTorch port of rtqichen/beta-tcvae's vae_quant.py and lib/dist.py).
 
 From the official model's initial weights (imported with ``torch_compat``),
-the same batches and the same posterior noise, ``train_lib.train_step`` with
+the same batches and the same posterior noise, ``step_lib.train_step`` with
 ``configs/dsprites_paper.py`` at B = 64 gives the official step at each of
 K = 6 Adam steps, in float32:
 
@@ -26,7 +26,9 @@ torch = pytest.importorskip("torch", reason="the parity test needs torch (the 't
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from betatc_jax import torch_compat, train_lib  # noqa: E402
+from betatc_jax import state as state_lib
+from betatc_jax import step as step_lib
+from betatc_jax import torch_compat  # noqa: E402
 from betatc_jax.data import load_dataset  # noqa: E402
 from configs import dsprites_paper  # noqa: E402
 from official_reference import OfficialMLPVAE  # noqa: E402
@@ -52,7 +54,7 @@ def test_train_step_equals_the_official_step(sprites, estimator, dataset_size):
   ref = OfficialMLPVAE(z_dim=10, beta=6.0, mss=estimator == "official_mss")
   config = dsprites_paper.get_config()
   config.batch_size, config.objective.estimator = BATCH, estimator
-  state0 = train_lib.create_train_state(config, None, (64, 64, 1), dataset_size,
+  state0 = state_lib.create_train_state(config, None, (64, 64, 1), dataset_size,
                                         params=to_ours(ref.state_dict()))
   key = jax.random.key(11)
   rng = np.random.default_rng(0)

@@ -13,13 +13,16 @@ import jax
 import numpy as np
 import pytest
 
+from betatc_jax import workdir as wd
+from betatc_jax import members as members_lib
+from betatc_jax import mesh
 from betatc_jax import population
 from children import Child, finish
 from population_test import assert_rows_close
 from train_test import ROOT, checkpoint_steps, small_config
 
 # Eight runs: seeds, β, estimators, objectives and learning rates differ.
-MEMBERS = [population.Member(f"m{k}", {"seed": k % 3, "objective.beta": 1.0 + k,
+MEMBERS = [members_lib.Member(f"m{k}", {"seed": k % 3, "objective.beta": 1.0 + k,
                                        "objective.estimator": ("mss", "mws")[k % 2],
                                        "objective.name": ("betatc", "beta_vae")[k // 6],
                                        "learning_rate": 3e-4 if k % 4 else 1e-4})
@@ -29,7 +32,7 @@ _RUNNER = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
     import jax
-    from betatc_jax import population, processes
+    from betatc_jax import mesh, population
     from population_processes_test import MEMBERS, config
     workdir, port, process_id = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for steps in map(int, sys.argv[4].split(",")):
@@ -38,7 +41,7 @@ _RUNNER = textwrap.dedent("""
       try:
         population.train_population(config(steps, port, process_id), MEMBERS, workdir,
                                     execution="vmap")
-      except processes.LostProcessError as e:
+      except mesh.LostProcessError as e:
         print("LOST:", e, flush=True)
         os._exit(3)
     print("DONE", jax.process_count(), jax.device_count(), flush=True)
@@ -99,18 +102,18 @@ def test_two_processes_equal_one_and_resume_after_a_lost_process(tmp_path):
   (rc, out, err), = finish([one])
   assert rc == 0 and "DONE 1 4" in out, err[-4000:]
   for member in MEMBERS:
-    assert_rows_close(population.member_dir(tmp_path / "one", member.name),
-                      population.member_dir(tmp_path / "two", member.name), rtol=1e-4, atol=1e-3)
+    assert_rows_close(wd.member_dir(tmp_path / "one", member.name),
+                      wd.member_dir(tmp_path / "two", member.name), rtol=1e-4, atol=1e-3)
 
 
 def test_members_must_split_over_the_processes():
   """The split is checked before any work, with the numbers in the message."""
   with pytest.raises(ValueError, match="3 members cannot be split over 2 processes"):
-    population.check_process_split(3, 1, process_count=2, local_device_count=2)
+    mesh.check_process_split(3, 1, process_count=2, local_device_count=2)
   with pytest.raises(ValueError, match="split over 4 devices"):
-    population.check_process_split(8, 4, process_count=2, local_device_count=2)
-  population.check_process_split(8, 2, process_count=2, local_device_count=2)
-  population.check_process_split(3, 4, process_count=1, local_device_count=4)
+    mesh.check_process_split(8, 4, process_count=2, local_device_count=2)
+  mesh.check_process_split(8, 2, process_count=2, local_device_count=2)
+  mesh.check_process_split(3, 4, process_count=1, local_device_count=4)
 
 
 @pytest.mark.slow

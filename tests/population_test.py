@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 import children
-from betatc_jax import evaluate, population, train_lib
+from betatc_jax import run as run_lib
+from betatc_jax import state as state_lib
+from betatc_jax import step as step_lib
+from betatc_jax import workdir as wd
+from betatc_jax import members as members_lib
+from betatc_jax import loop
+from betatc_jax.data import dataset_from_config
+from betatc_jax import evaluate, population
 from train_test import ROOT, checkpoint_steps, read_rows, small_config
 
 LOSS_KEYS = ("loss", "recon", "kl", "mi", "tc", "dim_kl")
@@ -20,13 +27,13 @@ LOSS_KEYS = ("loss", "recon", "kl", "mi", "tc", "dim_kl")
 # Different objectives, β, estimators, warm-ups, learning rates and seeds
 # (two members share a seed, so they share their data order).
 MEMBERS = [
-    population.Member("tc_mss_b6_s0", {"seed": 0, "objective.beta": 6.0}),
-    population.Member("vae_b4_s1", {"seed": 1, "objective.name": "beta_vae",
+    members_lib.Member("tc_mss_b6_s0", {"seed": 0, "objective.beta": 6.0}),
+    members_lib.Member("vae_b4_s1", {"seed": 1, "objective.name": "beta_vae",
                                     "objective.beta": 4.0}),
-    population.Member("tc_mws_b2_s2", {"seed": 2, "objective.estimator": "mws",
+    members_lib.Member("tc_mws_b2_s2", {"seed": 2, "objective.estimator": "mws",
                                        "objective.beta": 2.0, "learning_rate": 1e-4,
                                        "objective.anneal_steps": 10}),
-    population.Member("tc_ref_b8_s0", {"seed": 0, "objective.estimator": "reference",
+    members_lib.Member("tc_ref_b8_s0", {"seed": 0, "objective.estimator": "reference",
                                        "objective.beta": 8.0, "objective.alpha": 0.5,
                                        "objective.gamma": 2.0}),
 ]
@@ -63,20 +70,20 @@ def test_first_step_is_the_single_runs_step():
   1-ulp differences are expected; a wrong batch, key or weight would be
   far off)."""
   base = base_config(1)
-  configs = population.validate_population(base, MEMBERS)
-  dataset = train_lib.dataset_from_config(base)
-  states, keys = population.create_population_state(configs, dataset.observation_shape,
+  configs = members_lib.validate_population(base, MEMBERS)
+  dataset = dataset_from_config(base)
+  states, keys = state_lib.create_population_state(configs, dataset.observation_shape,
                                                     len(dataset))
-  indices = population.member_batch_indices([c.seed for c in configs], 0, 1, 32, len(dataset))
+  indices = members_lib.member_batch_indices([c.seed for c in configs], 0, 1, 32, len(dataset))
   batches = np.stack([dataset.images[rows] for rows in indices[0]])
-  new, metrics = jax.jit(population.population_step)(states, batches, keys)
-  single_step = jax.jit(train_lib.train_step)
-  init = jax.jit(train_lib.init_params, static_argnums=(0, 1))
+  new, metrics = jax.jit(step_lib.population_step)(states, batches, keys)
+  single_step = jax.jit(step_lib.train_step)
+  init = jax.jit(state_lib.init_params, static_argnums=(0, 1))
   for k, config in enumerate(configs):
-    params, key = init(train_lib.make_model(config, (64, 64, 1)), (64, 64, 1), config.seed)
-    jax.tree.map(np.testing.assert_array_equal, params, population.unstack(states.params, k))
+    params, key = init(state_lib.make_model(config, (64, 64, 1)), (64, 64, 1), config.seed)
+    jax.tree.map(np.testing.assert_array_equal, params, state_lib.unstack(states.params, k))
     np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(keys[k]))
-    single = population.unstack(states, k)
+    single = state_lib.unstack(states, k)
     assert float(single.weights.tc) == (config.objective.beta
                                         if config.objective.name == "betatc" else 0.0)
     one, m = single_step(single, batches[k], keys[k])
@@ -84,7 +91,7 @@ def test_first_step_is_the_single_runs_step():
       np.testing.assert_allclose(m[key], metrics[key][k], rtol=1e-6, atol=1e-7, err_msg=key)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
         a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(a)))),
-                 one.opt_state, population.unstack(new.opt_state, k))
+                 one.opt_state, state_lib.unstack(new.opt_state, k))
 
 
 def test_every_vmapped_member_equals_its_single_run(resumed, tmp_path):
@@ -98,11 +105,11 @@ def test_every_vmapped_member_equals_its_single_run(resumed, tmp_path):
   workdir, _, _ = resumed
   for member in MEMBERS:
     single = tmp_path / member.name
-    train_lib.train(population.member_config(base_config(40), member), str(single))
+    run_lib.train_run(members_lib.member_config(base_config(40), member), str(single))
     # mi, tc and dim_kl are differences of close numbers: absolute 1e-3 nats too.
-    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-3,
+    assert_rows_close(wd.member_dir(workdir, member.name), single, rtol=1e-3,
                       keys=("loss", "recon", "kl"))
-    assert_rows_close(population.member_dir(workdir, member.name), single, rtol=1e-3,
+    assert_rows_close(wd.member_dir(workdir, member.name), single, rtol=1e-3,
                       keys=("mi", "tc", "dim_kl"), atol=1e-3)
 
 
@@ -116,10 +123,10 @@ def test_members_in_turn_are_their_single_runs_bit_for_bit(tmp_path, on_non_fini
   states, _ = population.train_population(base, MEMBERS, tmp_path / "pop",
                                           execution="sequential", on_non_finite=on_non_finite)
   for k, member in enumerate(MEMBERS):
-    single = train_lib.train(population.member_config(base, member), str(tmp_path / member.name))
-    jax.tree.map(np.testing.assert_array_equal, population.unstack(states.params, k),
+    single = run_lib.train_run(members_lib.member_config(base, member), str(tmp_path / member.name))
+    jax.tree.map(np.testing.assert_array_equal, state_lib.unstack(states.params, k),
                  single.params)
-    assert_rows_close(population.member_dir(tmp_path / "pop", member.name),
+    assert_rows_close(wd.member_dir(tmp_path / "pop", member.name),
                       tmp_path / member.name, rtol=0)
 
 
@@ -140,13 +147,13 @@ def test_a_checkpoint_of_one_execution_resumes_in_the_other(tmp_path):
 def test_resume_20_plus_20_equals_40(resumed, tmp_path):
   workdir, states, _ = resumed
   assert checkpoint_steps(workdir) == [20, 40]
-  assert population.latest_step(workdir) == 40 and population.latest_step(tmp_path) == 0
+  assert wd.latest_step(workdir) == 40 and wd.latest_step(tmp_path) == 0
   assert np.asarray(states.step).tolist() == [40] * len(MEMBERS)
   straight, _ = population.train_population(base_config(40), MEMBERS, tmp_path,
                                             execution="vmap")
   for member in MEMBERS:
-    assert_rows_close(population.member_dir(workdir, member.name),
-                      population.member_dir(tmp_path, member.name), rtol=1e-6)
+    assert_rows_close(wd.member_dir(workdir, member.name),
+                      wd.member_dir(tmp_path, member.name), rtol=1e-6)
   jax.tree.map(np.testing.assert_array_equal, states.params, straight.params)
 
 
@@ -167,10 +174,10 @@ def test_members_export_as_single_run_workdirs(resumed):
   base = base_config(40)
   paths = population.export_members(workdir, states, keys, MEMBERS)
   assert [p.name for p in paths] == [m.name for m in MEMBERS]
-  dataset = train_lib.dataset_from_config(base)
+  dataset = dataset_from_config(base)
   chosen = [3]
   direct = population.evaluate_members(base, [MEMBERS[k] for k in chosen],
-                                       population.unstack(states, np.asarray(chosen)), dataset)
+                                       state_lib.unstack(states, np.asarray(chosen)), dataset)
   for k, want in zip(chosen, direct):
     got = evaluate.evaluate_workdir(paths[k])
     assert got["step"] == want["step"] == 40
@@ -178,17 +185,17 @@ def test_members_export_as_single_run_workdirs(resumed):
       assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
     assert (paths[k] / "eval.json").is_file() and (paths[k] / "traversals.png").is_file()
   # The exported checkpoint resumes as a single run: nothing left to train.
-  state = train_lib.train(population.member_config(base, MEMBERS[0]), str(paths[0]))
+  state = run_lib.train_run(members_lib.member_config(base, MEMBERS[0]), str(paths[0]))
   assert int(state.step) == 40 and checkpoint_steps(paths[0]) == [40]
 
 
 def test_nan_names_the_member_and_keeps_the_last_good_checkpoint(tmp_path):
-  members = [MEMBERS[0], population.Member("diverges", {"seed": 5, "learning_rate": 1e30})]
+  members = [MEMBERS[0], members_lib.Member("diverges", {"seed": 5, "learning_rate": 1e30})]
   base = small_config(num_train_steps=12, log_every_steps=2, checkpoint_every_steps=1)
-  with pytest.raises(population.NonFiniteLossError,
+  with pytest.raises(loop.NonFiniteLossError,
                      match=r"of member 'diverges' at step \d+ .*last good checkpoint is step \d+"):
     population.train_population(base, members, tmp_path)
-  rows = read_rows(population.member_dir(tmp_path, "diverges"))
+  rows = read_rows(wd.member_dir(tmp_path, "diverges"))
   assert all(np.isfinite(r["loss"]) for r in rows)
 
 
@@ -200,35 +207,35 @@ def test_freeze_keeps_a_diverged_member_and_leaves_the_others_unchanged(tmp_path
   of the vmapped step touches no other row; in turn, its step is its own);
   a resumed population keeps it frozen."""
   base = small_config(num_train_steps=12, log_every_steps=2, checkpoint_every_steps=6)
-  bad = population.Member("diverges", {"seed": 5, "learning_rate": 1e30})
-  good = population.Member("diverges", {"seed": 5})
+  bad = members_lib.Member("diverges", {"seed": 5, "learning_rate": 1e30})
+  good = members_lib.Member("diverges", {"seed": 5})
   frozen, _ = population.train_population(base, [*MEMBERS[:2], bad], tmp_path / "f",
                                           on_non_finite="freeze", execution=execution)
   normal, _ = population.train_population(base, [*MEMBERS[:2], good], tmp_path / "n",
                                           on_non_finite="freeze", execution=execution)
   for k in (0, 1):
-    jax.tree.map(np.testing.assert_array_equal, population.unstack(frozen.params, k),
-                 population.unstack(normal.params, k))
+    jax.tree.map(np.testing.assert_array_equal, state_lib.unstack(frozen.params, k),
+                 state_lib.unstack(normal.params, k))
     name = MEMBERS[k].name
-    assert read_rows(population.member_dir(tmp_path / "f", name)) == [
+    assert read_rows(wd.member_dir(tmp_path / "f", name)) == [
         dict(r, steps_per_sec=mine["steps_per_sec"], images_per_sec=mine["images_per_sec"],
              population_images_per_sec=mine["population_images_per_sec"])
-        for r, mine in zip(read_rows(population.member_dir(tmp_path / "n", name)),
-                           read_rows(population.member_dir(tmp_path / "f", name)))]
-  record = population.frozen_members(tmp_path / "f")
-  assert list(record) == ["diverges"] and population.frozen_members(tmp_path / "n") == {}
+        for r, mine in zip(read_rows(wd.member_dir(tmp_path / "n", name)),
+                           read_rows(wd.member_dir(tmp_path / "f", name)))]
+  record = wd.frozen_members(tmp_path / "f")
+  assert list(record) == ["diverges"] and wd.frozen_members(tmp_path / "n") == {}
   kept = record["diverges"]["kept_step"]
   assert record["diverges"]["diverged_at_step"] == kept + 1 and 1 <= kept < 12
   assert not np.isfinite(record["diverges"]["loss"] * record["diverges"]["grad_norm"])
   assert [int(s) for s in frozen.step] == [12, 12, kept]
   assert all(np.isfinite(x[2]).all() for x in jax.tree.leaves(frozen.params))
-  rows = read_rows(population.member_dir(tmp_path / "f", "diverges"))
+  rows = read_rows(wd.member_dir(tmp_path / "f", "diverges"))
   assert rows and all(np.isfinite(r["loss"]) for r in rows) and rows[-1]["step"] <= kept
   resumed, _ = population.train_population(small_config(
       num_train_steps=16, log_every_steps=2, checkpoint_every_steps=6), [*MEMBERS[:2], bad],
       tmp_path / "f", on_non_finite="freeze", execution=execution)
   assert [int(s) for s in resumed.step] == [16, 16, kept]
-  assert population.frozen_members(tmp_path / "f") == record
+  assert wd.frozen_members(tmp_path / "f") == record
 
 
 def test_deadline_stops_at_a_boundary_without_checkpoints(tmp_path):
@@ -239,18 +246,18 @@ def test_deadline_stops_at_a_boundary_without_checkpoints(tmp_path):
   states, _ = population.train_population(base, MEMBERS[:2], tmp_path, deadline=time.time(),
                                           save_checkpoints=False)
   assert [int(s) for s in states.step] == [2, 2]
-  assert [r["step"] for r in read_rows(population.member_dir(tmp_path, MEMBERS[0].name))] == [2]
-  assert population.latest_step(tmp_path) == 0
+  assert [r["step"] for r in read_rows(wd.member_dir(tmp_path, MEMBERS[0].name))] == [2]
+  assert wd.latest_step(tmp_path) == 0
   with pytest.raises(ValueError, match="on_non_finite must be one of"):
     population.train_population(base, MEMBERS[:2], tmp_path, on_non_finite="skip")
 
 
 @pytest.mark.parametrize("members,match", [
     ([], "at least one member"),
-    ([population.Member("a", {"batch_size": 8})], "may only set"),
-    ([population.Member("a", {}), population.Member("a", {"seed": 1})], "unique"),
-    ([population.Member("a/b", {})], "plain directory name"),
-    ([population.Member("a", {"objective.beta": -1.0})], "Member 'a': .*beta must be >= 0"),
+    ([members_lib.Member("a", {"batch_size": 8})], "may only set"),
+    ([members_lib.Member("a", {}), members_lib.Member("a", {"seed": 1})], "unique"),
+    ([members_lib.Member("a/b", {})], "plain directory name"),
+    ([members_lib.Member("a", {"objective.beta": -1.0})], "Member 'a': .*beta must be >= 0"),
 ])
 def test_bad_population_fails_before_any_work(tmp_path, members, match):
   with pytest.raises(ValueError, match=match):
@@ -291,6 +298,6 @@ def test_four_devices_split_members_and_batches(tmp_path):
     assert returncode == 0, err[-6000:]
     assert "DEVICES 4 SHARDS 4" in out
     for member in MEMBERS[:2]:
-      assert_rows_close(population.member_dir(tmp_path / "one", member.name),
-                        population.member_dir(tmp_path / f"m{m}", member.name), rtol=1e-4,
+      assert_rows_close(wd.member_dir(tmp_path / "one", member.name),
+                        wd.member_dir(tmp_path / f"m{m}", member.name), rtol=1e-4,
                         atol=1e-3)

@@ -25,7 +25,11 @@ torch = pytest.importorskip("torch", reason="the parity test needs torch (the 't
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from betatc_jax import torch_compat, train_lib  # noqa: E402
+from betatc_jax import run as run_lib
+from betatc_jax import state as state_lib
+from betatc_jax import step as step_lib
+from betatc_jax.data import dataset_from_config
+from betatc_jax import torch_compat  # noqa: E402
 from configs import seed_celeba  # noqa: E402
 from torch_reference import BetaTCVAE  # noqa: E402
 from torch_training import adam_steps, assert_synced_parity, free_steps  # noqa: E402
@@ -65,17 +69,17 @@ def to_ours(arrays):
 
 def test_train_step_equals_the_seeds_step(photos):
   config = photo_config(photos)
-  dataset = train_lib.dataset_from_config(config)
+  dataset = dataset_from_config(config)
   assert dataset.images.shape == (IMAGES, 64, 64, 3)
   torch.manual_seed(config.seed)
   ref = BetaTCVAE(3, 10, anneal_steps=config.objective.anneal_steps).train()
-  state0 = train_lib.create_train_state(config, None, (64, 64, 3), IMAGES,
+  state0 = state_lib.create_train_state(config, None, (64, 64, 3), IMAGES,
                                         params=to_ours(ref.state_dict()))
   key = jax.random.key(5)
   rng = np.random.default_rng(1)
   batches = [dataset.images[rng.choice(IMAGES, BATCH, replace=False)] for _ in range(STEPS)]
   # The images each step trains on (flipped on the device) and its noise.
-  x = [np.asarray(train_lib.step_inputs(state0.replace(step=jnp.int32(t)), b, key)[0])
+  x = [np.asarray(step_lib.step_inputs(state0.replace(step=jnp.int32(t)), b, key)[0])
        .transpose(0, 3, 1, 2) for t, b in enumerate(batches)]
   eps = [np.asarray(jax.random.normal(jax.random.fold_in(key, t), (BATCH, 10)))
          for t in range(STEPS)]
@@ -107,7 +111,7 @@ def test_seed_config_trains_200_steps_from_its_init(photos, tmp_path):
   config = photo_config(photos)
   config.num_train_steps, config.log_every_steps, config.checkpoint_every_steps = 200, 20, 200
   config.eval.at_end = False
-  train_lib.train(config, str(tmp_path / "run"))
+  run_lib.train_run(config, str(tmp_path / "run"))
   rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == list(range(20, 201, 20))
   assert all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in rows)

@@ -24,7 +24,9 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from betatc_jax import train_lib  # noqa: E402
+from betatc_jax import run as run_lib
+from betatc_jax import loop
+from betatc_jax.data import dataset_from_config
 from betatc_jax.data import pipeline  # noqa: E402
 from seed_parity_test import photo_config, smooth_photos  # noqa: E402
 from torch_reference import BetaTCVAE  # noqa: E402
@@ -60,9 +62,9 @@ def ours_losses(folder, batch_size, steps, init, workdir):
   config.num_train_steps, config.log_every_steps = steps, 40
   config.checkpoint_every_steps, config.eval.at_end = steps, False
   try:
-    train_lib.train(config, str(workdir))
+    run_lib.train_run(config, str(workdir))
     end = None
-  except train_lib.NonFiniteLossError as e:
+  except loop.NonFiniteLossError as e:
     end = str(e).split(" (")[0]
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()] \
       if (workdir / "metrics.jsonl").is_file() else []
@@ -78,7 +80,7 @@ def main() -> int:
   root = pathlib.Path(tempfile.mkdtemp(prefix="seed_stability_"))
   try:
     folder = smooth_photos(root / "img", args.images, np.random.default_rng(0))
-    dataset = train_lib.dataset_from_config(photo_config(folder))
+    dataset = dataset_from_config(photo_config(folder))
     print("PyTorch seed:", torch_seed_losses(dataset, args.batch_size, args.steps), flush=True)
     for init in ("torch", "flax"):
       print(f"betatc_jax, param_init={init}:",

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from betatc_jax import experiment, selection, train_lib
+from betatc_jax import run as run_lib
+from betatc_jax import workdir as wd
+from betatc_jax import selection
 from train_test import checkpoint_steps, read_rows, small_config
 
 
@@ -21,7 +23,7 @@ def config_with_selection(**overrides):
 def selected(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("selected")
   config = config_with_selection()
-  state = experiment.train_and_evaluate(config, str(workdir))
+  state = run_lib.train_and_evaluate(config, str(workdir))
   return workdir, config, state
 
 
@@ -47,7 +49,7 @@ def test_the_picked_run_is_its_seeds_single_run(selected, tmp_path):
   record = selection.load_record(workdir)
   single_config = selection.picked_config(config, record)
   single_config.selection.members = 0
-  single = train_lib.train(single_config, str(tmp_path))
+  single = run_lib.train_run(single_config, str(tmp_path))
   jax.tree.map(np.testing.assert_array_equal, state.params, single.params)
   rows, want = read_rows(workdir), read_rows(tmp_path)
   assert [r["step"] for r in rows] == [2, 4, 6, 8] == [r["step"] for r in want]
@@ -61,7 +63,7 @@ def test_the_picked_run_is_its_seeds_single_run(selected, tmp_path):
 def test_a_rerun_does_not_choose_again(selected, capsys):
   workdir, config, _ = selected
   before = (workdir / selection.SELECTION_FILE).read_text()
-  experiment.train_and_evaluate(config, str(workdir))
+  run_lib.train_and_evaluate(config, str(workdir))
   out = capsys.readouterr().out
   assert "selection:" not in out and "is already trained to step 8 of 8" in out
   assert (workdir / selection.SELECTION_FILE).read_text() == before
@@ -73,12 +75,12 @@ def test_a_rerun_does_not_choose_again(selected, capsys):
 ])
 def test_bad_selection_settings_fail_before_any_work(tmp_path, overrides, match):
   with pytest.raises(ValueError, match=match):
-    experiment.train_and_evaluate(config_with_selection(**overrides), str(tmp_path / "w"))
+    run_lib.train_and_evaluate(config_with_selection(**overrides), str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
 
 
 def test_a_workdir_of_a_run_without_selection_is_refused(tmp_path):
-  train_lib.train(small_config(num_train_steps=2), str(tmp_path))
-  with pytest.raises(train_lib.ConfigChangedError, match="selection.members: 0 -> 3"):
-    experiment.train_and_evaluate(config_with_selection(), str(tmp_path))
+  run_lib.train_run(small_config(num_train_steps=2), str(tmp_path))
+  with pytest.raises(wd.ConfigChangedError, match="selection.members: 0 -> 3"):
+    run_lib.train_and_evaluate(config_with_selection(), str(tmp_path))
   assert not (tmp_path / selection.SELECTION_FILE).exists()

@@ -6,6 +6,7 @@ import json
 import pathlib
 
 import pytest
+from betatc_jax import members as members_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -173,7 +174,7 @@ def test_mechanism_methods_configure_their_runs(tmp_path):
   configs = {}
   for root, runs in groups.items():
     base = sweep.base_config(args, 4, "betatc_official" if root.name == "betatc_official" else None)
-    for config, member in zip(population.validate_population(base, runs), runs):
+    for config, member in zip(members_lib.validate_population(base, runs), runs):
       configs[member.name] = config
   assert configs["betatc_official_beta6_seed0"].objective.estimator == "mws"
   for beta in (3, 6):

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from betatc_jax import run as run_lib
+from betatc_jax import state as state_lib
+from betatc_jax import step as step_lib
 from betatc_jax.data import images, load_dataset
 
 
@@ -130,7 +133,7 @@ def test_training_and_evaluation_on_an_image_folder(tmp_path):
   KL."""
   import json
 
-  from betatc_jax import evaluate, experiment
+  from betatc_jax import evaluate
   from configs import seed_celeba
   rng = np.random.default_rng(1)
   folder = tmp_path / "faces"
@@ -146,7 +149,7 @@ def test_training_and_evaluation_on_an_image_folder(tmp_path):
   config.checkpoint_every_steps, config.progress_bar = 20, False
   config.eval.num_samples, config.eval.num_images, config.eval.traversal_steps = 30, 4, 3
   workdir = tmp_path / "run"
-  state = experiment.train_and_evaluate(config, str(workdir))
+  state = run_lib.train_and_evaluate(config, str(workdir))
   assert int(state.step) == 20
   result = json.loads((workdir / "eval.json").read_text())
   assert result["mig"] is None and "mig" in result["not_applicable"]["metrics"]
@@ -165,18 +168,17 @@ def test_training_and_evaluation_on_an_image_folder(tmp_path):
 
 
 def test_seed_celeba_needs_a_folder(tmp_path):
-  from betatc_jax import train_lib
   from configs import seed_celeba
   with pytest.raises(ValueError, match="needs dataset.path"):
-    train_lib.train(seed_celeba.get_config(), str(tmp_path / "w"))
+    run_lib.train_run(seed_celeba.get_config(), str(tmp_path / "w"))
   config = seed_celeba.get_config()
   config.dataset.path = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="No image folder"):
-    train_lib.train(config, str(tmp_path / "w"))
+    run_lib.train_run(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
   config.lr_schedule = "cosine"
   with pytest.raises(ValueError, match="lr_schedule must be one of"):
-    train_lib.train(config, str(tmp_path / "w"))
+    run_lib.train_run(config, str(tmp_path / "w"))
 
 
 def test_random_flip_is_a_pure_function_of_the_step_key():
@@ -185,27 +187,26 @@ def test_random_flip_is_a_pure_function_of_the_step_key():
   import jax
   import jax.numpy as jnp
 
-  from betatc_jax import train_lib
   from train_test import small_config
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(256, 4, 5, 1)), jnp.float32)
   key = jax.random.key(7)
-  a, b = train_lib.random_flip(x, key), train_lib.random_flip(x, key)
+  a, b = step_lib.random_flip(x, key), step_lib.random_flip(x, key)
   np.testing.assert_array_equal(a, b)
   flipped = np.all(np.asarray(a) == np.asarray(x)[:, :, ::-1], axis=(1, 2, 3))
   kept = np.all(np.asarray(a) == np.asarray(x), axis=(1, 2, 3))
   assert np.all(flipped | kept) and 0.4 < flipped.mean() < 0.6
 
   config = small_config(batch_size=8, **{"dataset.random_flip": True})
-  state = train_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), 5_760)
+  state = state_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), 5_760)
   assert state.random_flip
   batch = jnp.asarray(np.random.default_rng(1).integers(0, 2, (8, 64, 64, 1)) * 255, jnp.uint8)
   base_key = jax.random.key(3)
-  _, metrics = jax.jit(train_lib.train_step)(state, batch, base_key)
+  _, metrics = jax.jit(step_lib.train_step)(state, batch, base_key)
   step_key = jax.random.fold_in(base_key, 0)
-  x = train_lib.random_flip(batch.astype(jnp.float32) / 255.0, jax.random.fold_in(step_key, 1))
+  x = step_lib.random_flip(batch.astype(jnp.float32) / 255.0, jax.random.fold_in(step_key, 1))
   out, mu, logvar, z = state.apply_fn({"params": state.params}, x, step_key)
   loss, _ = state.objective(x, out, mu, logvar, z, 0, state.weights)
   np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
   unflipped = state.replace(random_flip=False)
-  _, plain = jax.jit(train_lib.train_step)(unflipped, batch, base_key)
+  _, plain = jax.jit(step_lib.train_step)(unflipped, batch, base_key)
   assert float(plain["loss"]) != float(metrics["loss"])

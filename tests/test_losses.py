@@ -176,20 +176,20 @@ def test_annealed_vae_matches_numpy(step, capacity):
   np.testing.assert_allclose(loss, recon + 7.0 * abs(kl - capacity), rtol=1e-5)
 
 
-def test_factorvae_vae_loss_adds_gamma_times_the_critic_estimate():
+def test_factorvae_vae_loss_adds_gamma_times_the_discriminator_estimate():
   x, logits, mu, logvar, z = _batch(5)
   recon, kl = _numpy_recon_kl(x, logits, mu, logvar)
   weights = losses.objective_weights("factorvae", factorvae_gamma=20.0)
 
-  def loss(critic_tc):
+  def loss(discriminator_tc):
     return losses.weighted_objective(x, logits, mu, logvar, z, 3, weights, dataset_size=100,
-                                     critic_tc=critic_tc)[0]
+                                     discriminator_tc=discriminator_tc)[0]
 
   np.testing.assert_allclose(loss(0.7), recon + kl + 20.0 * 0.7, rtol=1e-5)
   np.testing.assert_allclose(jax.grad(loss)(0.7), 20.0, rtol=1e-6)
-  # The other objectives ignore a critic estimate.
+  # The other objectives ignore a discriminator estimate.
   betatc = losses.objective_weights("betatc")
   a = losses.weighted_objective(x, logits, mu, logvar, z, 3, betatc, dataset_size=100)[0]
   b = losses.weighted_objective(x, logits, mu, logvar, z, 3, betatc, dataset_size=100,
-                                critic_tc=5.0)[0]
+                                discriminator_tc=5.0)[0]
   assert float(a) == float(b)

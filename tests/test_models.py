@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from betatc_jax import state as state_lib
 from betatc_jax import layers, models
 
 
@@ -164,10 +165,9 @@ def test_auto_conv_impl_is_matmul_on_cpu():
 def test_torch_init_draws_pytorchs_default_ranges(arch):
   """param_init="torch": every kernel and bias uniform on ±1/√fan_in with
   PyTorch's own fan_in of the same layer (for a transposed conv, its output
-  channels), and a train_lib.init_params of the same seed is reproducible."""
-  from betatc_jax import train_lib
+  channels), and a state_lib.init_params of the same seed is reproducible."""
   model = models.VAE(arch=arch, latent_dim=6, image_shape=(64, 64, 1), param_init="torch")
-  init = jax.jit(lambda m, seed: train_lib.init_params(m, (64, 64, 1), seed)[0], static_argnums=0)
+  init = jax.jit(lambda m, seed: state_lib.init_params(m, (64, 64, 1), seed)[0], static_argnums=0)
   params = init(model, 3)
   chex.assert_trees_all_equal(params, init(model, 3))
   flax_model = models.VAE(arch=arch, latent_dim=6, image_shape=(64, 64, 1))

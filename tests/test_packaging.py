@@ -34,7 +34,7 @@ def test_ci_runs_the_readme_test_command():
 def test_loss_imports_nothing_from_models_data_or_trainer():
   code = ("import sys, betatc_jax.losses, betatc_jax.estimators; "
           "bad = [m for m in sys.modules if m.startswith('betatc_jax.') and "
-          "m not in ('betatc_jax.losses', 'betatc_jax.estimators', 'betatc_jax.inputs')]; "
+          "m not in ('betatc_jax.losses', 'betatc_jax.estimators', 'betatc_jax.checks')]; "
           "bad += [m for m in ('flax', 'optax', 'orbax', 'torch') if m in sys.modules]; "
           "print(bad); sys.exit(1 if bad else 0)")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

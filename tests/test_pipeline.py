@@ -65,22 +65,22 @@ def test_sharding_over_four_devices():
       import os
       os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
       import jax, numpy as np
-      from betatc_jax import sharding
+      from betatc_jax import mesh as mesh_lib
       from betatc_jax.data import pipeline
       from betatc_jax.data.ground_truth import GroundTruthDataset
       n = 64
       images = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 3, 3, 1), np.uint8)
       ds = GroundTruthDataset(images, np.arange(n, dtype=np.int32)[:, None], ("id",), (n,))
-      mesh = sharding.make_mesh()
-      assert mesh.devices.size == 4
-      with pipeline.Batches(ds, 16, seed=2, sharding=sharding.data_sharding(mesh)) as it:
+      data = mesh_lib.data_mesh()
+      assert data.devices.size == 4
+      with pipeline.Batches(ds, 16, seed=2, sharding=mesh_lib.data_sharding(data)) as it:
         step, batch = next(it)
       shards = batch.addressable_shards
       assert len(shards) == 4 and all(s.data.shape == (4, 3, 3, 1) for s in shards)
       want = pipeline.batch_indices(2, 0, 16, n)
       np.testing.assert_array_equal(np.asarray(batch)[:, 0, 0, 0], want)
       try:
-        pipeline.Batches(ds, 18, seed=0, sharding=sharding.data_sharding(mesh))
+        pipeline.Batches(ds, 18, seed=0, sharding=mesh_lib.data_sharding(data))
       except ValueError as e:
         assert "not divisible by the number of devices (4)" in str(e)
       else:

@@ -1,4 +1,4 @@
-"""Step-for-step comparison of a PyTorch training loop with ``train_lib.train_step``.
+"""Step-for-step comparison of a PyTorch training loop with ``step_lib.train_step``.
 
 ``adam_steps`` runs K steps of ``torch.optim.Adam`` on a loss and yields,
 step by step, the state before it, the loss, the gradients (and those of a
@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from betatc_jax import step as step_lib
 
-from betatc_jax import train_lib
+
 
 
 def adam_steps(model, loss_fn, batches, eps, lr_at):
@@ -85,8 +86,8 @@ def adam_tolerance(delta, exp_avg_sq, t, lr, b1=0.9, b2=0.999, eps=1e-8):
 @jax.jit
 def _step_and_grads(state, batch, key):
   """``train_step`` and ``loss_and_grads`` of the same step: one compilation."""
-  return (train_lib.train_step(state, batch, key),
-          train_lib.loss_and_grads(state, *train_lib.step_inputs(state, batch, key)))
+  return (step_lib.train_step(state, batch, key),
+          step_lib.loss_and_grads(state, *step_lib.step_inputs(state, batch, key)))
 
 
 def free_steps(state, batches, key):

@@ -14,7 +14,12 @@ import pytest
 from PIL import Image
 
 import children
-from betatc_jax import checkpointing, train_lib
+from betatc_jax import run as run_lib
+from betatc_jax import state as state_lib
+from betatc_jax import step as step_lib
+from betatc_jax import config as config_lib
+from betatc_jax import hooks, loop
+from betatc_jax import checkpointing
 from configs import default
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -35,7 +40,7 @@ def small_config(**overrides):
   config.eval.at_end = False                    # evaluate_test covers it
   config.eval.num_samples = 500
   for key, value in overrides.items():
-    train_lib.set_config_key(config, key, value)
+    config_lib.set_config_key(config, key, value)
   return config
 
 
@@ -52,7 +57,7 @@ def checkpoint_steps(workdir):
 def trained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("run")
   config = small_config()
-  state = train_lib.train(config, str(workdir))
+  state = run_lib.train_run(config, str(workdir))
   return workdir, config, state
 
 
@@ -84,17 +89,17 @@ def test_train_step_is_one_adam_update_with_the_true_grad_norm():
   and the global norm of the gradients in float64. (The conv archs' matmul
   gradients are checked in test_models.)"""
   config = small_config(batch_size=8)
-  state = train_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), 5_760)
+  state = state_lib.create_train_state(config, jax.random.key(0), (64, 64, 1), 5_760)
   batch = jnp.asarray(np.random.default_rng(0).integers(0, 2, (8, 64, 64, 1)) * 255, jnp.uint8)
   key = jax.random.key(3)
-  new_state, metrics = jax.jit(train_lib.train_step)(state, batch, key)
+  new_state, metrics = jax.jit(step_lib.train_step)(state, batch, key)
 
   x = batch.astype(jnp.float32) / 255.0
   plain = config.copy_and_resolve_references()
   plain.model.conv_impl = "lax"                 # XLA's own convs and autodiff
 
   def grads_of(cfg):
-    model = train_lib.make_model(cfg, (64, 64, 1))
+    model = state_lib.make_model(cfg, (64, 64, 1))
 
     def loss_fn(params):
       out, mu, logvar, z = model.apply({"params": params}, x, jax.random.fold_in(key, 0))
@@ -123,9 +128,9 @@ def test_train_step_is_one_adam_update_with_the_true_grad_norm():
 
 def test_resume_equals_uninterrupted(trained, tmp_path):
   workdir, config, _ = trained
-  train_lib.train(small_config(num_train_steps=6), str(tmp_path))
+  run_lib.train_run(small_config(num_train_steps=6), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6]
-  train_lib.train(small_config(num_train_steps=12), str(tmp_path))
+  run_lib.train_run(small_config(num_train_steps=12), str(tmp_path))
   resumed, uninterrupted = read_rows(tmp_path), read_rows(workdir)
   assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted]
   for a, b in zip(resumed, uninterrupted):
@@ -139,8 +144,8 @@ LOSS_TERMS = ("loss", "recon", "mi", "tc", "dim_kl", "kl")
 def test_a_row_averages_every_step_since_the_last_row(tmp_path):
   """With checkpoints every 6 steps and rows every 4, the row of step 8 is
   the mean of steps 5-8 (a run logging every step gives them)."""
-  train_lib.train(small_config(log_every_steps=1), str(tmp_path / "each"))
-  train_lib.train(small_config(log_every_steps=4, checkpoint_every_steps=6), str(tmp_path / "four"))
+  run_lib.train_run(small_config(log_every_steps=1), str(tmp_path / "each"))
+  run_lib.train_run(small_config(log_every_steps=4, checkpoint_every_steps=6), str(tmp_path / "four"))
   each = {r["step"]: r for r in read_rows(tmp_path / "each")}
   rows = read_rows(tmp_path / "four")
   assert [r["step"] for r in rows] == [4, 8, 12]
@@ -150,21 +155,27 @@ def test_a_row_averages_every_step_since_the_last_row(tmp_path):
       np.testing.assert_allclose(row[key], want, rtol=1e-6, err_msg=f"{key} at {row['step']}")
 
 
-class InterruptAtStep:
-  """Stands in for the SIGINT flag: raised when the loop checks it before
-  update ``step`` (it checks once before each)."""
-  step = 5
+def interrupt_after(monkeypatch, step: int) -> None:
+  """As if Ctrl-C came once ``step`` updates were dispatched: the loop's
+  interrupt flag reads raised from then on."""
+  dispatched = {"step": 0}
+  real_tick = hooks.Progress.tick
 
-  def __init__(self):
-    self.checks = 0
+  def tick(self, metrics, at):
+    dispatched["step"] = at
+    real_tick(self, metrics, at)
 
-  @property
-  def raised(self):
-    self.checks += 1
-    return self.checks > self.step
+  class Interrupted(hooks.Interrupt):
+    @property
+    def raised(self):
+      return dispatched["step"] >= step
 
-  def restore(self):
-    pass
+    @raised.setter
+    def raised(self, value):
+      pass
+
+  monkeypatch.setattr(hooks.Progress, "tick", tick)
+  monkeypatch.setattr(hooks, "Interrupt", Interrupted)
 
 
 def test_the_row_spanning_a_ctrl_c_averages_the_steps_before_it_too(trained, tmp_path,
@@ -174,13 +185,13 @@ def test_the_row_spanning_a_ctrl_c_averages_the_steps_before_it_too(trained, tmp
   uninterrupted run's, the row of step 6 included."""
   workdir, config, _ = trained
   with monkeypatch.context() as patch:
-    patch.setattr(train_lib, "_InterruptFlag", InterruptAtStep)
-    with pytest.raises(train_lib.TrainingInterrupted, match="interrupted at step 5"):
-      train_lib.train(small_config(), str(tmp_path))
+    interrupt_after(patch, 5)
+    with pytest.raises(loop.TrainingInterrupted, match="interrupted at step 5"):
+      run_lib.train_run(small_config(), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [5]
-  assert json.loads((tmp_path / train_lib.UNLOGGED_FILE).read_text())["step"] == 5
-  train_lib.train(small_config(), str(tmp_path))
-  assert not (tmp_path / train_lib.UNLOGGED_FILE).exists()
+  kept = checkpointing.read_records(tmp_path)["unlogged"]["run"]
+  assert len(kept) == 1 and kept[0]["loss"] > 0            # step 5, not yet in a row
+  run_lib.train_run(small_config(), str(tmp_path))
   resumed, uninterrupted = read_rows(tmp_path), read_rows(workdir)
   assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted]
   for a, b in zip(resumed, uninterrupted):
@@ -191,7 +202,7 @@ def test_the_row_spanning_a_ctrl_c_averages_the_steps_before_it_too(trained, tmp
 def test_finished_run_is_not_retrained(trained, capsys):
   workdir, config, _ = trained
   before = read_rows(workdir)
-  state = train_lib.train(config, str(workdir))
+  state = run_lib.train_run(config, str(workdir))
   assert int(state.step) == 12 and read_rows(workdir) == before
   assert f"workdir {workdir} is already trained to step 12 of 12" in capsys.readouterr().out
 
@@ -199,23 +210,22 @@ def test_finished_run_is_not_retrained(trained, capsys):
 def test_a_finished_runs_evaluation_is_kept_unless_asked_again(tmp_path, capsys):
   """The rerun of a finished command prints the saved evaluation instead of
   computing it again; ``reevaluate`` (train.py --reevaluate) recomputes it."""
-  from betatc_jax import experiment
   config = small_config(num_train_steps=4, **{"eval.at_end": True})
-  experiment.train_and_evaluate(config, str(tmp_path))
+  run_lib.train_and_evaluate(config, str(tmp_path))
   path = tmp_path / "eval.json"
   first = path.read_text()
   path.write_text(first.replace('"mig":', '"mig_marker": 1, "mig":', 1))  # so we see a rewrite
   capsys.readouterr()
-  experiment.train_and_evaluate(config, str(tmp_path))
+  run_lib.train_and_evaluate(config, str(tmp_path))
   out = capsys.readouterr().out
   assert f"{path} already evaluates step 4 (--reevaluate to compute it again)" in out
   assert "MIG (paper)" in out and "mig_marker" in path.read_text()
-  experiment.train_and_evaluate(config, str(tmp_path), reevaluate=True)
+  run_lib.train_and_evaluate(config, str(tmp_path), reevaluate=True)
   assert path.read_text() == first
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  real_step = train_lib.train_step
+  real_step = step_lib.train_step
 
   def poisoned_step(state, batch, key):
     new_state, metrics = real_step(state, batch, key)
@@ -224,17 +234,17 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     metrics["finite"] = jnp.where(bad, 0.0, metrics["finite"])
     return new_state, metrics
 
-  monkeypatch.setattr(train_lib, "train_step", poisoned_step)
-  with pytest.raises(train_lib.NonFiniteLossError, match="at step 8 .*last good checkpoint is step 6"):
-    train_lib.train(small_config(), str(tmp_path))
+  monkeypatch.setattr(step_lib, "train_step", poisoned_step)
+  with pytest.raises(loop.NonFiniteLossError, match="at step 8 .*last good checkpoint is step 6"):
+    run_lib.train_run(small_config(), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6]
   assert [r["step"] for r in read_rows(tmp_path)] == [2, 4, 6]
 
 
 def test_real_divergence_is_caught(tmp_path):
   """A learning rate of 1e30 sends the parameters to inf within a few steps."""
-  with pytest.raises(train_lib.NonFiniteLossError, match="Non-finite loss or gradients at step"):
-    train_lib.train(small_config(learning_rate=1e30), str(tmp_path))
+  with pytest.raises(loop.NonFiniteLossError, match="Non-finite loss or gradients at step"):
+    run_lib.train_run(small_config(learning_rate=1e30), str(tmp_path))
   assert not (tmp_path / "checkpoints").exists() or checkpoint_steps(tmp_path) in ([], [6])
 
 
@@ -246,7 +256,7 @@ def test_corrupt_checkpoint_is_an_error_not_a_restart(trained, tmp_path):
     if f.is_file() and f.stat().st_size > 1000:
       f.write_bytes(b"\0" * 100)
   with pytest.raises(checkpointing.CheckpointError, match="Cannot restore checkpoint"):
-    train_lib.train(small_config(num_train_steps=20), str(tmp_path))
+    run_lib.train_run(small_config(num_train_steps=20), str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6, 12]   # nothing overwritten
 
 
@@ -255,7 +265,7 @@ def test_incompatible_checkpoint_is_an_error(trained, tmp_path):
   import shutil
   shutil.copytree(workdir / "checkpoints", tmp_path / "checkpoints")
   with pytest.raises(checkpointing.CheckpointError):
-    train_lib.train(small_config(**{"model.latent_dim": 5, "num_train_steps": 20}),
+    run_lib.train_run(small_config(**{"model.latent_dim": 5, "num_train_steps": 20}),
                                  str(tmp_path))
   assert checkpoint_steps(tmp_path) == [6, 12]
 
@@ -273,9 +283,9 @@ def test_a_process_of_several_writes_its_runs_through_a_one_process_child(tmp_pa
   checkpointing.save_runs([(tmp_path / "run", 7, tree)], keep=1)
   monkeypatch.undo()
   manager = checkpointing.make_manager(tmp_path / "run", 1)
-  step, restored = checkpointing.restore_latest(manager, jax.tree.map(jnp.asarray, tree))
+  step, restored, records = checkpointing.restore_latest(manager, jax.tree.map(jnp.asarray, tree))
   manager.close()
-  assert step == 7
+  assert step == 7 and records == {}
   assert jax.tree.structure(restored) == jax.tree.structure(tree)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(tree)):
     np.testing.assert_array_equal(a, b)
@@ -298,7 +308,7 @@ def test_a_process_of_several_writes_its_runs_through_a_one_process_child(tmp_pa
 def test_bad_config_fails_before_training(tmp_path, overrides, match):
   workdir = tmp_path / "w"
   with pytest.raises(ValueError, match=match):
-    train_lib.train(small_config(**overrides), str(workdir))
+    run_lib.train_run(small_config(**overrides), str(workdir))
   assert not workdir.exists()
 
 
@@ -307,7 +317,7 @@ def test_unknown_config_key(tmp_path):
   config.unlock()
   config.objective.betta = 4.0
   with pytest.raises(ValueError, match=r"Unknown config key\(s\): objective.betta"):
-    train_lib.train(config, str(tmp_path / "w"))
+    run_lib.train_run(config, str(tmp_path / "w"))
 
 
 def test_train_py_overrides_and_rejects_unknown_flags(tmp_path):
@@ -324,10 +334,10 @@ _RUNNER = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
     import jax
-    from betatc_jax import train_lib
+    from betatc_jax import run as run_lib
     from train_test import small_config
     overrides = json.loads(sys.argv[2])
-    train_lib.train(small_config(num_train_steps=6, **overrides), sys.argv[1])
+    run_lib.train_run(small_config(num_train_steps=6, **overrides), sys.argv[1])
     print("DEVICES", jax.device_count())
 """)
 

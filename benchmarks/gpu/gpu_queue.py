@@ -32,6 +32,7 @@ for _path in (ROOT, ROOT / "scripts"):
     sys.path.insert(0, str(_path))
 
 import sweep  # noqa: E402
+from betatc_jax import members as members_lib
 
 QUEUE = ROOT / "benchmarks" / "gpu" / "queue.toml"
 KEY_FIELDS = ("dataset", "subsample", "batch_size", "learning_rate", "num_train_steps",
@@ -79,7 +80,7 @@ def population_kind(method: str) -> str:
   """"critic" (a discriminator), the method itself (static settings of its
   own, e.g. the official mode), or "plain"."""
   from betatc_jax import losses
-  if sweep.METHODS[method].objective in losses.CRITIC_OBJECTIVES:
+  if sweep.METHODS[method].objective in losses.DISCRIMINATOR_OBJECTIVES:
     return "critic"
   return method if sweep.static_settings(method) else "plain"
 
@@ -103,16 +104,14 @@ def population_config(settings: Settings, method: str, steps: int):
 
 
 def member(settings: Settings, method: str, value: float, seed: int):
-  """The ``population.Member`` of one run of the queue."""
-  from betatc_jax import population
-  return population.Member(sweep.run_name(method, value, seed), sweep.member_overrides(
+  """The ``members.Member`` of one run of the queue."""
+  return members_lib.Member(sweep.run_name(method, value, seed), sweep.member_overrides(
       method, value, seed, sweep_args(settings).capacity_steps))
 
 
 def run_config(settings: Settings, method: str, value: float, seed: int, steps: int):
   """The resolved single-run config of one run of the queue."""
-  from betatc_jax import population
-  return population.member_config(population_config(settings, method, steps),
+  return members_lib.member_config(population_config(settings, method, steps),
                                   member(settings, method, value, seed))
 
 

@@ -47,6 +47,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import gpu_queue  # noqa: E402  (puts the repository and scripts/ on sys.path)
 
+from betatc_jax import state as state_lib
+from betatc_jax import step as step_lib
+from betatc_jax import workdir as wd
+from betatc_jax import members as members_lib
 from betatc_jax import host_memory  # noqa: E402
 
 host_memory.retain_freed_memory()
@@ -117,7 +121,7 @@ def population_base(settings: gpu_queue.Settings, r: gpu_queue.Run, steps: int):
   return base
 
 
-def members_of(settings: gpu_queue.Settings, runs) -> list[population.Member]:
+def members_of(settings: gpu_queue.Settings, runs) -> list[members_lib.Member]:
   return [gpu_queue.member(settings, r.method, r.value, r.seed) for r in runs]
 
 
@@ -140,16 +144,16 @@ def measure(settings, runs, dataset, sizes: tuple[int, int], timed: int) -> tupl
   group = gpu_queue.populations(runs)[0]
   base = population_base(settings, group[0], timed + 1)
   images = jax.device_put(dataset.images)
-  step = jax.jit(population.population_step_from_indices, donate_argnums=0)
+  step = jax.jit(step_lib.population_step_from_indices, donate_argnums=0)
   points, profile = [], {}
   for k in sizes:
     chosen = [group[i % len(group)] for i in range(k)]
     members = [dataclasses.replace(m, name=f"m{i}") for i, m in
                enumerate(members_of(settings, chosen))]
-    configs = population.validate_population(base, members)
-    states, keys = population.create_population_state(configs, dataset.observation_shape,
+    configs = members_lib.validate_population(base, members)
+    states, keys = state_lib.create_population_state(configs, dataset.observation_shape,
                                                       len(dataset))
-    indices = jax.device_put(population.member_batch_indices(
+    indices = jax.device_put(members_lib.member_batch_indices(
         [c.seed for c in configs], 0, timed + 1, base.batch_size, len(dataset)))
     t0 = time.perf_counter()
     compiled = step.lower(states, images, indices, np.int32(0), keys).compile()
@@ -164,7 +168,7 @@ def measure(settings, runs, dataset, sizes: tuple[int, int], timed: int) -> tupl
     points.append({"runs": k, "step_seconds": seconds, "compile_seconds": compile_seconds})
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    flops = mlp_flops_per_image(population.unstack(states.params, 0)) * base.batch_size * k
+    flops = mlp_flops_per_image(state_lib.unstack(states.params, 0)) * base.batch_size * k
     kind = jax.devices()[0].device_kind
     peak = next((v for name, v in TF32_PEAK.items() if name in kind), None)
     profile[str(k)] = {"step_seconds": seconds, "xla_flops": cost.get("flops"),
@@ -172,9 +176,9 @@ def measure(settings, runs, dataset, sizes: tuple[int, int], timed: int) -> tupl
                        "dense_layer_flops": flops, "achieved_tflops": flops / seconds / 1e12,
                        "tf32_peak_fraction": flops / seconds / peak if peak else None}
     del states
-  one = population.member_config(base, members_of(settings, group[:1])[0])
-  fresh, _ = population.create_population_state([one], dataset.observation_shape, len(dataset))
-  params = jax.device_get(population.unstack(fresh.params, 0))
+  one = members_lib.member_config(base, members_of(settings, group[:1])[0])
+  fresh, _ = state_lib.create_population_state([one], dataset.observation_shape, len(dataset))
+  params = jax.device_get(state_lib.unstack(fresh.params, 0))
   eval_times = []
   for _ in range(2):
     t0 = time.perf_counter()
@@ -233,14 +237,14 @@ def train_and_evaluate(settings, chosen, measured, dataset, work: pathlib.Path, 
                                               on_non_finite="freeze", deadline=train_deadline,
                                               save_checkpoints=False, execution="vmap")
     train_seconds = time.perf_counter() - t0
-    frozen = population.frozen_members(workdir)
+    frozen = wd.frozen_members(workdir)
     params = jax.device_get(states.params)
-    configs = population.validate_population(base, members)
+    configs = members_lib.validate_population(base, members)
     info["populations"].append({"runs": [r.name for r in group], "train_seconds": train_seconds,
                                 "steps": [int(s) for s in states.step], "frozen": frozen})
     for k, (r, config) in enumerate(zip(group, configs)):
       t0 = time.perf_counter()
-      result = population.evaluate_member(config, r.name, population.unstack(params, k),
+      result = population.evaluate_member(config, r.name, state_lib.unstack(params, k),
                                           int(states.step[k]), dataset, frozen=frozen.get(r.name))
       row = gpu_queue.result_row(r, result, train_seconds=f"{train_seconds:.1f}",
                                  eval_seconds=f"{time.perf_counter() - t0:.1f}",

@@ -10,6 +10,9 @@
 * ``"images"``: every JPEG/PNG under ``path``, no factors
   (``images.image_folder``: ``image_size``, ``center_crop``, ``channels``,
   ``max_images``, ``subsample``, ``skip_bad``, ``use_cache``).
+
+``dataset_from_config(config)`` loads what a training config's
+``dataset.*`` keys name.
 """
 
 from __future__ import annotations
@@ -56,4 +59,28 @@ def load_dataset(name: str, **options: Any) -> GroundTruthDataset:
   return tfds_source.load_tfds(name.split(":", 1)[1], **options)
 
 
-__all__ = ["DATASETS", "GroundTruthDataset", "load_dataset"]
+def dataset_from_config(config: Any) -> GroundTruthDataset:
+  """Loads the dataset the config names, with only the options that apply."""
+  d = config.dataset
+  if d.name == "dsprites":
+    options = {"path": d.path} if d.path else {"subsample": tuple(d.subsample)}
+  elif d.name == "images":
+    if not d.path:
+      raise ValueError("dataset.name='images' needs dataset.path, a folder of JPEG/PNG files.")
+    options = {"path": d.path, "image_size": d.image_size, "center_crop": d.center_crop or None,
+               "channels": d.channels, "max_images": d.max_images or None, "subsample": d.every,
+               "skip_bad": d.skip_bad, "progress": config.progress_bar}
+  else:
+    options = {"split": d.split, **({"data_dir": d.data_dir} if d.data_dir else {})}
+  return load_dataset(d.name, **options)
+
+
+def check_holds_a_batch(dataset: GroundTruthDataset, batch_size: int) -> None:
+  """Raises ValueError when ``dataset`` has fewer images than one batch."""
+  if len(dataset) < batch_size:
+    raise ValueError(f"The dataset has {len(dataset)} images, fewer than batch_size "
+                     f"{batch_size}.")
+
+
+__all__ = ["DATASETS", "GroundTruthDataset", "load_dataset", "dataset_from_config",
+           "check_holds_a_batch"]
