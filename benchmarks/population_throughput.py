@@ -13,7 +13,7 @@ as a sweep mixes them) with the paper's MLP, on the same batches:
 
 The repeats interleave the three, after a warm-up each; the median of the
 repeats; img/s = K × B × steps / seconds. ``--sweep`` also times a real sweep's training
-(``scripts/sweep.py``, the same K members) per member-step, so the sweep's
+(``python -m betatc_jax.sweep``, the same K members) per member-step, so the sweep's
 own costs (logging, checkpoints, compilation) show beside the benchmark's.
 
   .venv/bin/python benchmarks/population_throughput.py                    # B=64,256; K=4,12,18
@@ -62,7 +62,7 @@ def parse_args(argv=None):
   parser.add_argument("--quick", action="store_true", help="2 repeats, fewer steps")
   parser.add_argument("--subsample", default="1,1,1,2,2", help="the default's 184,320 images")
   parser.add_argument("--sweep", action="store_true",
-                      help="also time scripts/sweep.py's training of the same K members")
+                      help="also time the sweep's training of the same K members")
   parser.add_argument("--sweep_steps", type=int, default=300)
   return parser.parse_args(argv)
 
@@ -142,18 +142,20 @@ def setting(dataset, batch_size: int, k: int, steps: int, repeats: int) -> dict[
 
 
 def sweep_member_step(batch_size: int, k: int, steps: int, subsample: str) -> dict[str, float]:
-  """A real sweep of K β-VAE / β-TCVAE runs (``scripts/sweep.py``): its
+  """A real sweep of K β-VAE / β-TCVAE runs (``python -m betatc_jax.sweep``): its
   training seconds per member-step, with and without the first interval
   (compilation), from its members' logged steps/s."""
   if k % 2:
     raise ValueError("--sweep trains β-VAE and β-TCVAE at K/2 values of β: K must be even")
   betas = ",".join(str(1 + i) for i in range(k // 2))
   with tempfile.TemporaryDirectory() as tmp:
-    command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "--steps", str(steps),
-               "--eval_steps", "", "--betas", betas, "--seeds", "0",
-               "--batch_size", str(batch_size), "--subsample", subsample,
-               "--skip_other_metrics", "--eval_samples", "100", "--no_export",
-               "--checkpoint_every", str(steps), "--root", f"{tmp}/root", "--out", f"{tmp}/out"]
+    command = [sys.executable, "-m", "betatc_jax.sweep", f"--config.steps={steps}",
+               "--config.eval_steps=", f"--config.betas={betas}", "--config.seeds=0",
+               f"--config.base.batch_size={batch_size}",
+               f"--config.base.dataset.subsample={subsample}",
+               "--config.other_metrics=False", "--config.base.eval.num_samples=100",
+               "--config.export=False", f"--config.base.checkpoint_every_steps={steps}",
+               f"--config.root={tmp}/root", f"--config.out={tmp}/out"]
     subprocess.run(command, check=True, capture_output=True, text=True)
     timing = json.loads(pathlib.Path(f"{tmp}/root/timing.json").read_text())[str(steps)]
     rows = [json.loads(line) for p in pathlib.Path(f"{tmp}/root/members").glob("*/metrics.jsonl")

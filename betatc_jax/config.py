@@ -26,7 +26,8 @@ FREE_TO_CHANGE = ("num_train_steps", "progress_bar", "log_every_steps", "checkpo
                   "keep_checkpoints", "eval.", "distributed.")
 
 
-def _unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = "") -> list[str]:
+def _unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix: str = ""
+                  ) -> list[str]:
   unknown = []
   for key, value in config.items():
     if key not in schema:

@@ -1,6 +1,6 @@
 """Evaluate a trained run: ELBO decomposition, MIG (two estimators), and the field's other metrics.
 
-  python -m betatc_jax.evaluate --workdir DIR
+  .venv/bin/python -m betatc_jax.evaluate --workdir DIR [--no_progress]
 
 Loads ``DIR/config.json`` and the latest checkpoint, encodes the whole
 training dataset, and writes ``DIR/eval.json``, ``DIR/latent_vs_factor.png``
@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-import sys
 from typing import Any
 
 import jax
@@ -305,21 +304,31 @@ def evaluate_workdir(workdir: str | pathlib.Path, progress: bool = False) -> dic
                          progress=progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-  import argparse
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, help="a training workdir")
-  parser.add_argument("--no_progress", action="store_true", help="no phase bar")
-  args = parser.parse_args(argv)
-  try:
-    result = evaluate_workdir(args.workdir, progress=not args.no_progress)
-  except (OSError, ValueError, checkpointing.CheckpointError) as e:
-    cli.fail(e)
+def command(workdir: str, progress: bool = True) -> dict[str, Any]:
+  """``evaluate_workdir`` with the command line's errors: one line on
+  stderr and exit 2 for a missing workdir or checkpoint or a bad config; the
+  table printed."""
+  from betatc_jax import loop
+  result = cli.run_command(lambda: evaluate_workdir(workdir, progress=progress),
+                           loop.TrainingInterrupted, loop.NonFiniteLossError,
+                           (ValueError, checkpointing.CheckpointError))
   print(format_table(result))
-  return 0
+  return result
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags
+  if len(argv) > 1:
+    cli.fail(f"unexpected arguments: {argv[1:]}")
+  cli.quiet_logs()
+  command(flags.FLAGS.workdir, progress=not flags.FLAGS.no_progress)
 
 
 if __name__ == "__main__":
+  from absl import app, flags
+
   from betatc_jax import host_memory
   host_memory.retain_freed_memory()
-  sys.exit(main())
+  flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
+  flags.DEFINE_bool("no_progress", False, "No phase bar.")
+  app.run(main, flags_parser=cli.parse_flags)

@@ -180,15 +180,9 @@ class Sequential:
       self._step = step_lib.jit_train_step(mesh, state_sharding)
     self._stack = jax.jit(lambda *trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees),
                           out_shardings=self._replicated)
-    self._local = None
 
   def _batch(self, rows: np.ndarray) -> jax.Array:
-    """The global batch of ``rows`` [B]: this process gathers its rows."""
-    shape = (len(rows),) + self._dataset.observation_shape
-    if self._local is None:
-      self._local = pipeline.local_batch_slice(self._data, shape)
-    local = gather_rows(self._dataset.images, rows[self._local])
-    return jax.make_array_from_process_local_data(self._data, local, shape)
+    return pipeline.global_batch(self._dataset, rows, self._data)
 
   def run(self, indices: np.ndarray, live_host: np.ndarray, tick: Tick,
           stop: Callable[[], bool] = lambda: False) -> list[list[Any]]:

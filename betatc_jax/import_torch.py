@@ -148,14 +148,14 @@ def main(argv: list[str] | None = None) -> int:
 
   def run(args):
     if len(args) > 1:
-      raise app.UsageError(f"Unexpected arguments: {args[1:]}")
-    try:
-      path = import_checkpoint(flags.FLAGS.checkpoint, flags.FLAGS.config, flags.FLAGS.workdir)
-    except (OSError, ValueError, checkpointing.CheckpointError) as e:
-      cli.fail(e)
+      cli.fail(f"unexpected arguments: {args[1:]}")
+    config = cli.config_flag()
+    path = cli.run_command(
+        lambda: import_checkpoint(flags.FLAGS.checkpoint, config, flags.FLAGS.workdir),
+        KeyboardInterrupt, FloatingPointError, (ValueError, checkpointing.CheckpointError))
     print(f"imported {flags.FLAGS.checkpoint} into {path} (step 0)")
 
-  app.run(run, argv=argv)
+  app.run(run, argv=argv, flags_parser=cli.parse_flags)
   return 0
 
 

@@ -104,8 +104,7 @@ def _layout(spec: Spec, mode: str) -> tuple[Any, Any, list[int]]:
 
 def _fresh(spec: Spec, by_member: Any, held: list[int]) -> tuple[Any, Any]:
   """The members' initial states and keys, stacked [K] as global arrays
-  (this process builds the members it holds). Nothing is written: a model
-  that does not fit the data fails here, before the workdir is touched."""
+  (this process builds the members it holds)."""
   size = len(spec.names)
   states, keys = state.create_population_state([spec.configs[k] for k in held],
                                                spec.dataset.observation_shape, len(spec.dataset))
@@ -115,20 +114,41 @@ def _fresh(spec: Spec, by_member: Any, held: list[int]) -> tuple[Any, Any]:
   return states, keys
 
 
-def _restore(spec: Spec, manager: Any, states: Any, keys: Any, by_member: Any
+def _abstract(spec: Spec, by_member: Any, held: list[int]) -> tuple[Any, Any]:
+  """The shapes, dtypes and shardings of the stacked states and key data
+  [K], computed without building them. Nothing is written: a model that
+  does not fit the data fails here, before the workdir is touched."""
+  configs = [spec.configs[k] for k in held]
+
+  def build():
+    states, keys = state.create_population_state(configs, spec.dataset.observation_shape,
+                                                 len(spec.dataset))
+    return states, jax.random.key_data(keys)
+
+  size = len(spec.names)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct((size,) + s.shape[1:], s.dtype,
+                                                     sharding=by_member), jax.eval_shape(build))
+
+
+def _restore(spec: Spec, manager: Any, by_member: Any, held: list[int], abstract: Any
              ) -> tuple[Any, Any, int | None, dict[str, Any]]:
   """(states, keys, restored step, records) from the latest checkpoint (a
-  single run's holds one run's state, a population's the stack); the fresh
-  ones and (None, {}) when there is none."""
+  single run's holds one run's state, a population's the stack), restored
+  straight into their layout (``abstract``, ``_abstract``'s); fresh states
+  and (None, {}) when there is none."""
+  states, key_data = abstract
+  if manager.latest_step() is None:
+    return (*_fresh(spec, by_member, held), None, {})
+  settings = [state.hyperparameters(spec.configs[k], len(spec.dataset)) for k in held]
   if not spec.single:
-    step, states, keys, records = state.restore_state(manager, states, keys)
-    return states, keys, step, records
-  one = jax.jit(lambda tree: state.unstack(tree, 0), out_shardings=by_member)
-  step, single, key, records = state.restore_state(manager, one(states), one(keys))
-  if step is not None:
-    stack = jax.jit(lambda tree: state.stack([tree]), out_shardings=by_member)
-    states, keys = stack(single), stack(key)
-  return states, keys, step, records
+    step, states, keys, records = state.restore_state(manager, states, key_data)
+    stacked = mesh.to_global(jax.device_get(state.stack(settings)), by_member, len(spec.names))
+    return states.replace(**stacked), keys, step, records
+  one = lambda tree: jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype, sharding=by_member), tree)
+  step, single, key, records = state.restore_state(manager, one(states), one(key_data))
+  stack = jax.jit(lambda tree: state.stack([tree]), out_shardings=by_member)
+  return stack(single.replace(**settings[0])), stack(key), step, records
 
 
 def _tree_of(spec: Spec, executor: Any):
@@ -176,10 +196,10 @@ def _resume_advice(workdir: pathlib.Path) -> str:
 def _train(spec: Spec, mode: str, mesh_: Any, by_member: Any, held: list[int]
            ) -> tuple[state.TrainState, jax.Array]:
   base = spec.base
-  states, keys = _fresh(spec, by_member, held)
+  abstract = _abstract(spec, by_member, held)    # shape errors before the workdir is touched
   manager = checkpointing.make_manager(spec.workdir, base.keep_checkpoints,
                                        every=base.checkpoint_every_steps)
-  states, keys, restored, records = _restore(spec, manager, states, keys, by_member)
+  states, keys, restored, records = _restore(spec, manager, by_member, held, abstract)
   frozen = dict(records.get("frozen", {}))
   run = hooks.Run(names=[spec.names[k] for k in held], dirs=[spec.dirs[k] for k in held],
                   members=held, total=base.num_train_steps, step=restored or 0,

@@ -1,8 +1,8 @@
 """The β-TCVAE objective, and the baselines it is compared with (β-VAE,
 FactorVAE's VAE side, DIP-VAE-I/II, the annealed VAE), as pure functions of arrays.
 
-Imports only jax, numpy and chex (through ``estimators`` and ``inputs``), so the loss can be used in
-any JAX training loop.
+Imports only jax, numpy and chex (through ``estimators`` and ``checks``), so
+the loss can be used in any JAX training loop.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from betatc_jax import checks, estimators
 
 Likelihood = Literal["bernoulli", "clamped_bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli", "gaussian")
-# Likelihoods whose decoder outputs logits.
-LOGIT_LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli")
+LOGIT_LIKELIHOODS: tuple[str, ...] = ("bernoulli", "clamped_bernoulli")   # decoders of logits
 CLAMP_EPS = 1e-8     # the official code's eps (lib/dist.py)
 
 
@@ -299,7 +298,8 @@ def weighted_objective(
                       weights.dip_d)
     capacity = capacity_at(step, weights.capacity_max, weights.capacity_steps)
     estimate = jnp.asarray(discriminator_tc, jnp.float32)
-    term = weights.discriminator_tc * estimate + dip + weights.capacity_gamma * jnp.abs(kl - capacity)
+    term = (weights.discriminator_tc * estimate + dip
+            + weights.capacity_gamma * jnp.abs(kl - capacity))
     return term, {"discriminator_tc": estimate, "dip_penalty": dip, "capacity": capacity}
 
   return _weighted_sum(

@@ -241,8 +241,8 @@ def member_udr(configs: Sequence[ml_collections.ConfigDict], members: Sequence[M
     rows = [index[name] for name in group if name in index]
     if len(rows) < 2:
       continue
-    found = evaluate.udr_of_runs([configs[k] for k in rows], [state.unstack(params, k) for k in rows],
-                                 dataset)
+    found = evaluate.udr_of_runs([configs[k] for k in rows],
+                                 [state.unstack(params, k) for k in rows], dataset)
     for i, k in enumerate(rows):
       scores[k] = {name: (None if np.isnan(v[i]) else float(v[i])) for name, v in found.items()}
   return scores

@@ -48,7 +48,8 @@ class TrainState(train_state.TrainState):
   random_flip: bool = flax.struct.field(pytree_node=False, default=False)
   discriminator_params: Any = None
   discriminator_opt_state: Any = None
-  discriminator_apply: Callable[..., jax.Array] | None = flax.struct.field(pytree_node=False, default=None)
+  discriminator_apply: Callable[..., jax.Array] | None = flax.struct.field(pytree_node=False,
+                                                                          default=None)
   discriminator_tx: optax.GradientTransformation | None = flax.struct.field(pytree_node=False,
                                                                      default=None)
 
@@ -128,12 +129,19 @@ def create_train_state(config: ml_collections.ConfigDict, key: jax.Array,
   if params is None:
     params = _params_from_key(model, key, image_shape)
   return TrainState.create(apply_fn=model.apply, params=params, tx=adam_without_learning_rate(),
-                           weights=objective_weights(config),
-                           learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
-                           **learning_rate_schedule(config, dataset_size),
+                           **hyperparameters(config, dataset_size),
                            objective=make_objective(config, dataset_size),
                            random_flip=bool(config.dataset.random_flip),
                            **discriminator_fields(config, config.seed if seed is None else seed))
+
+
+def hyperparameters(config: ml_collections.ConfigDict, dataset_size: int) -> dict[str, Any]:
+  """The state's arrays that come from the config, not from training (and
+  are not in a checkpoint): the objective's weights and the step size's
+  schedule."""
+  return {"weights": objective_weights(config),
+          "learning_rate": jnp.asarray(config.learning_rate, jnp.float32),
+          **learning_rate_schedule(config, dataset_size)}
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, dataset_size: int
@@ -176,11 +184,13 @@ def create_population_state(configs: Sequence[ml_collections.ConfigDict],
   return stack(states), jnp.stack(keys)
 
 
-def checkpoint_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
-  """What a checkpoint holds: params, Adam state, step and the base key (of
-  one run, or stacked for a population), and FactorVAE's discriminator."""
+def checkpoint_tree(state: TrainState, rng: Any) -> dict[str, Any]:
+  """What a checkpoint holds: params, Adam state, step and the base key's
+  data (of one run, or stacked for a population), and FactorVAE's
+  discriminator. ``rng``: the key, or already its data (or their shapes)."""
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
   tree = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
-          "rng": jax.random.key_data(rng)}
+          "rng": jax.random.key_data(rng) if typed else rng}
   if state.discriminator_params is not None:
     tree["discriminator"] = {"params": state.discriminator_params,
                              "opt_state": state.discriminator_opt_state}
@@ -194,9 +204,10 @@ LEGACY_NAMES = {"discriminator": "critic"}
 def restore_state(manager: Any, state: TrainState, rng: jax.Array
                   ) -> tuple[int | None, TrainState, jax.Array, dict[str, Any]]:
   """(step, state, rng, records) from the latest checkpoint, restored into
-  the shapes and shardings of ``state``; (None, state, rng, {}) unchanged
-  when there is none. ``records`` is what the loop saved beside the state
-  (``checkpointing.save``).
+  the shapes and shardings of ``state`` and ``rng`` (arrays, or
+  ``jax.ShapeDtypeStruct`` with shardings; ``rng`` a key or its data);
+  (None, state, rng, {}) unchanged when there is none. ``records`` is what
+  the loop saved beside the state (``checkpointing.save``).
 
   Raises:
     checkpointing.CheckpointError: for a checkpoint that cannot be restored.

@@ -21,13 +21,15 @@ import pathlib
 import sys
 
 import numpy as np
-from betatc_jax import state as state_lib
-from betatc_jax import workdir as wd
-from betatc_jax import members as members_lib
-from betatc_jax.data import dataset_from_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from betatc_jax import members as members_lib  # noqa: E402
+from betatc_jax import population  # noqa: E402
+from betatc_jax import state as state_lib  # noqa: E402
+from betatc_jax import workdir as wd  # noqa: E402
+from betatc_jax.data import dataset_from_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="the CSV to write")
   args = parser.parse_args(argv)
 
-  from betatc_jax import population
   base, all_members = wd.load_population(args.root)
   members = all_members
   if args.members:

@@ -145,43 +145,55 @@ def test_a_comment_in_a_continued_command_is_caught():
                                         ["#", "a", "comment"]]
 
 
-def load_config_file(path: pathlib.Path) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location(f"doc_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+# The flags of each command line besides its config (name -> takes a value).
+COMMAND_FLAGS = {"train.py": {"workdir": True, "allow_config_change": False, "reevaluate": False},
+                 "betatc_jax.sweep": {},
+                 "betatc_jax.import_torch": {"checkpoint": True, "workdir": True},
+                 "betatc_jax.evaluate": {"workdir": True, "no_progress": False}}
 
 
-def config_value(text: str):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+def parse_command(program: str, args: list[str], default_config: str | None = None):
+  """``args`` parsed as ``program`` parses them (absl flags, and
+  ml_collections' ``--config FILE --config.a.b=v``): the resolved config, or
+  None for a command without one. A bad flag, key or value raises."""
+  from absl import flags
+  from ml_collections import config_flags
+  values = flags.FlagValues()
+  for name, takes_value in COMMAND_FLAGS[program].items():
+    (flags.DEFINE_string if takes_value else flags.DEFINE_bool)(name, None, "", flag_values=values)
+  has_config = program != "betatc_jax.evaluate"
+  if has_config:
+    config_flags.DEFINE_config_file("config", default_config, "", flag_values=values,
+                                    lock_config=True)
+  values(["prog", *args])
+  if not has_config:
+    return None
+  config = values.config
+  assert isinstance(config, ml_collections.ConfigDict), \
+      f"config file {config_flags.get_config_filename(values['config'])} does not load"
+  return config
 
 
-def check_config_flags(args: list[str]) -> None:
-  """--config FILE and --config.a.b=v overrides, as ml_collections parses
-  them: the file exists, every key exists and the result validates."""
-  flags = dict(a.split("=", 1) if "=" in a else (a, None) for a in args if a.startswith("--"))
-  positional = iter(args)
-  for arg in positional:        # --config FILE (space-separated form)
-    if arg == "--config":
-      flags["--config"] = next(positional)
-  config_path = ROOT / flags["--config"]
-  assert config_path.is_file(), f"no config file {flags['--config']}"
-  config = load_config_file(config_path)
-  for flag, value in flags.items():
-    if flag.startswith("--config."):
-      config_lib.set_config_key(config, flag.removeprefix("--config."), config_value(value))
-  config_lib.validate_config(config)
+def check_command(program: str, args: list[str]) -> None:
+  """The command's flags parse and its config validates."""
+  if program == "betatc_jax.sweep":
+    from betatc_jax.sweep import grid
+    default = str(ROOT / "betatc_jax" / "sweep" / "default_config.py")
+    grid.validate(parse_command(program, args, default))
+  elif program == "betatc_jax.evaluate":
+    parse_command(program, args)
+    assert any(a.startswith("--workdir") for a in args), args
+  else:
+    config_lib.validate_config(parse_command(program, args))
 
 
 def outputs_are_untracked(args: list[str]) -> None:
-  """--workdir, --root and --out name folders outside the repository's
-  tracked files (absolute paths and workdirs/, which git ignores, are)."""
+  """--workdir and a sweep's --config.root and --config.out name folders
+  outside the repository's tracked files (absolute paths and workdirs/,
+  which git ignores, are)."""
   for i, arg in enumerate(args):
     name, _, value = arg.partition("=")
-    if name not in ("--workdir", "--root", "--out"):
+    if name not in ("--workdir", "--config.root", "--config.out"):
       continue
     value = value or args[i + 1]
     if value.startswith(("/", "workdirs/")):
@@ -199,29 +211,17 @@ def check_python_command(args: list[str]) -> None:
     return
   outputs_are_untracked(args)
   if args[0] == "train.py":
-    check_config_flags(args[1:])
+    check_command("train.py", args[1:])
   elif args[0] == "scripts/sweep.py":
-    sweep = _load_script("scripts/sweep.py")
-    sweep.parse_args(args[1:])          # parse errors exit 2
-  elif args[:2] == ["-m", "betatc_jax.evaluate"]:
-    assert any(a.startswith("--workdir") for a in args), args
-  elif args[:2] == ["-m", "betatc_jax.import_torch"]:
-    assert {"--checkpoint", "--workdir"} <= {a.split("=")[0] for a in args}, args
-    check_config_flags(args[2:])
+    check_command("betatc_jax.sweep", args[1:])
+  elif args[0] == "-m" and args[1] in COMMAND_FLAGS:
+    check_command(args[1], args[2:])
   elif args[0].endswith(".py"):
     assert (ROOT / args[0]).is_file(), f"no script {args[0]}"
   elif args[0] == "-m":
     assert importlib.util.find_spec(args[1]) is not None, f"no module {args[1]}"
   else:
     raise AssertionError(f"unchecked python command {args}")
-
-
-def _load_script(relative: str):
-  spec = importlib.util.spec_from_file_location("doc_" + pathlib.Path(relative).stem,
-                                                ROOT / relative)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 KNOWN_PROGRAMS = ("bash", "srun", "gcloud", "python3", "pip")

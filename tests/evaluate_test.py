@@ -1,11 +1,12 @@
 """The evaluate command: eval.json, plots, table, and its errors."""
 
 import json
-import pathlib
+import sys
 
 import numpy as np
 import pytest
 
+import children
 from betatc_jax.data import dataset_from_config
 from betatc_jax import evaluate
 from betatc_jax import run as run_lib
@@ -37,18 +38,21 @@ def test_training_ends_with_an_evaluation(evaluated):
     assert (evaluated / name).stat().st_size > 1000
 
 
-def test_evaluate_command_reproduces_eval_json(evaluated, capsys):
+def test_evaluate_command_reproduces_eval_json(evaluated):
+  """``python -m betatc_jax.evaluate --workdir W`` prints the table and
+  rewrites eval.json with the same numbers (the same keys, seeds and
+  checkpoint)."""
   before = json.loads((evaluated / "eval.json").read_text())
-  assert evaluate.main(["--workdir", str(evaluated)]) == 0
-  table = capsys.readouterr().out
-  assert "MIG (paper)" in table and "total correlation" in table
-  after = json.loads((evaluated / "eval.json").read_text())
-  assert after == before   # the same keys, seeds and checkpoint give the same numbers
+  result = children.run([sys.executable, "-m", "betatc_jax.evaluate", "--workdir",
+                         str(evaluated), "--no_progress"], watch=[evaluated])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "MIG (paper)" in result.stdout and "total correlation" in result.stdout
+  assert json.loads((evaluated / "eval.json").read_text()) == before
 
 
 def test_missing_workdir(tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_:
-    evaluate.main(["--workdir", str(tmp_path / "nope")])
+    evaluate.command(str(tmp_path / "nope"))
   assert exit_.value.code == 2
   assert capsys.readouterr().err == f"error: No workdir {tmp_path / 'nope'}.\n"
 
@@ -56,7 +60,7 @@ def test_missing_workdir(tmp_path, capsys):
 def test_workdir_without_checkpoint(tmp_path, capsys):
   (tmp_path / "config.json").write_text(small_config().to_json())
   with pytest.raises(SystemExit) as exit_:
-    evaluate.main(["--workdir", str(tmp_path)])
+    evaluate.command(str(tmp_path))
   assert exit_.value.code == 2
   assert capsys.readouterr().err.startswith("error: No checkpoint in")
 

@@ -118,28 +118,30 @@ def test_members_must_split_over_the_processes():
 
 @pytest.mark.slow
 def test_the_sweep_on_two_processes_equals_one(tmp_path):
-  """``scripts/sweep.py`` with ``--set distributed.*`` on 2 processes (one
-  run each): each process evaluates its run and exports its checkpoint, and
+  """``python -m betatc_jax.sweep`` with ``--config.base.distributed.*`` on 2
+  processes (one run each): each process evaluates its run and exports its checkpoint, and
   process 0 alone writes results.csv, whose metrics equal the one-process
   sweep's (rtol 1e-4: the same runs, rounded on other devices). Each run's
   exported checkpoint, written by the process that holds it, equals the
   one-process sweep's."""
   import csv
 
-  args = ["--steps", "4", "--eval_steps", "", "--betas", "4", "--seeds", "0", "--batch_size", "32",
-          "--subsample", "1,2,4,4,4", "--eval_samples", "200", "--skip_other_metrics"]
+  args = ["--config.steps=4", "--config.eval_steps=", "--config.betas=4", "--config.seeds=0",
+          "--config.base.batch_size=32", "--config.base.dataset.subsample=1,2,4,4,4",
+          "--config.base.eval.num_samples=200", "--config.other_metrics=False"]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   port = free_port()
-  command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), *args]
+  command = [sys.executable, "-m", "betatc_jax.sweep", *args]
   procs = [Child(
-      command + ["--root", str(tmp_path / "two"), "--out", str(tmp_path / f"out{p}"),
-                 "--set", f"distributed.coordinator_address=127.0.0.1:{port}",
-                 "--set", "distributed.num_processes=2", "--set", f"distributed.process_id={p}"],
-      watch=[tmp_path / "two"], env=env) for p in range(2)]
-  procs.append(Child(command + ["--root", str(tmp_path / "one"),
-                                "--out", str(tmp_path / "one_out")],
-                     watch=[tmp_path / "one"], env=env))
+      command + [f"--config.root={tmp_path / 'two'}", f"--config.out={tmp_path / f'out{p}'}",
+                 f"--config.base.distributed.coordinator_address=127.0.0.1:{port}",
+                 "--config.base.distributed.num_processes=2",
+                 f"--config.base.distributed.process_id={p}"],
+      watch=[tmp_path / "two"], env=env, cwd=ROOT) for p in range(2)]
+  procs.append(Child(command + [f"--config.root={tmp_path / 'one'}",
+                                f"--config.out={tmp_path / 'one_out'}"],
+                     watch=[tmp_path / "one"], env=env, cwd=ROOT))
   done = finish(procs)
   assert all(rc == 0 for rc, _, _ in done), [err[-4000:] for _, _, err in done]
   assert not (tmp_path / "out1").exists()              # the report is written once
@@ -155,7 +157,8 @@ def test_the_sweep_on_two_processes_equals_one(tmp_path):
     trees = []
     for root in ("two", "one"):
       manager = checkpointing.make_manager(tmp_path / root / "members" / run, 1)
-      trees.append(manager.restore(4, args=checkpointing.ocp.args.StandardRestore()))
+      trees.append(manager.restore(4, args=checkpointing.ocp.args.Composite(
+          default=checkpointing.ocp.args.StandardRestore()))["default"])
       manager.close()
     # Adam may step a near-zero gradient entry either way: within two steps
     # at lr 1e-3, and 99.9% of the entries to rtol 1e-4.

@@ -17,7 +17,7 @@ from betatc_jax import state as state_lib
 from betatc_jax import step as step_lib
 from betatc_jax import workdir as wd
 from betatc_jax import members as members_lib
-from betatc_jax import loop
+from betatc_jax import checkpointing, hooks, loop
 from betatc_jax.data import dataset_from_config
 from betatc_jax import evaluate, population
 from train_test import ROOT, checkpoint_steps, read_rows, small_config
@@ -236,6 +236,41 @@ def test_freeze_keeps_a_diverged_member_and_leaves_the_others_unchanged(tmp_path
       tmp_path / "f", on_non_finite="freeze", execution=execution)
   assert [int(s) for s in resumed.step] == [16, 16, kept]
   assert wd.frozen_members(tmp_path / "f") == record
+
+
+def test_a_crash_between_a_freeze_and_its_checkpoint_resumes_consistently(tmp_path,
+                                                                          monkeypatch):
+  """The freeze record lives in the checkpoint. A run that dies after a
+  member froze (step 2) but before the checkpoint that would hold it: on
+  disk, frozen.json names the freeze, the latest checkpoint (step 1) does
+  not. Resumed, the member trains from the checkpoint's live state, freezes
+  again where it did, and its record, its frozen.json and its state agree
+  with the population that never crashed, bit for bit."""
+  base = small_config(num_train_steps=6, log_every_steps=1, checkpoint_every_steps=1)
+  pair = [MEMBERS[0], members_lib.Member("diverges", {"seed": 5, "learning_rate": 1e30})]
+  straight, _ = population.train_population(base, pair, tmp_path / "straight",
+                                            on_non_finite="freeze")
+  real_save = hooks.Checkpoints.save
+
+  def crash_once_frozen(self, run, metrics, force):
+    if run.frozen:
+      raise RuntimeError("the machine went away")
+    real_save(self, run, metrics, force)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(hooks.Checkpoints, "save", crash_once_frozen)
+    with pytest.raises(RuntimeError, match="went away"):
+      population.train_population(base, pair, tmp_path / "crashed", on_non_finite="freeze")
+  crashed = tmp_path / "crashed"
+  assert list(wd.frozen_members(crashed)) == ["diverges"]          # the file says frozen
+  assert checkpoint_steps(crashed) == [1]
+  assert checkpointing.read_records(crashed)["frozen"] == {}       # its checkpoint does not
+  resumed, _ = population.train_population(base, pair, crashed, on_non_finite="freeze")
+  record = checkpointing.read_records(crashed)["frozen"]
+  assert record == checkpointing.read_records(tmp_path / "straight")["frozen"]
+  assert wd.frozen_members(crashed) == record == wd.frozen_members(tmp_path / "straight")
+  assert [int(s) for s in resumed.step] == [6, record["diverges"]["kept_step"]]
+  jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
 
 
 def test_deadline_stops_at_a_boundary_without_checkpoints(tmp_path):

@@ -1,21 +1,19 @@
-"""scripts/sweep.py: outputs, the CSV against each run's evaluations, resuming."""
+"""The sweep (``python -m betatc_jax.sweep``): outputs, the CSV against each
+run's evaluations, resuming, the same numbers as before it moved into the
+package, its config's errors, the methods' runs."""
 
 import csv
-import importlib.util
 import json
 import pathlib
+import sys
 
 import pytest
+
+import children
 from betatc_jax import members as members_lib
+from betatc_jax.sweep import grid, report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_sweep():
-  spec = importlib.util.spec_from_file_location("sweep", ROOT / "scripts" / "sweep.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def read_csv(path):
@@ -23,23 +21,60 @@ def read_csv(path):
     return list(csv.DictReader(f))
 
 
+def small_sweep(root, **overrides):
+  """A sweep config: 4 steps of β-VAE and β-TCVAE at β = 4, seed 0, on a
+  5,760-image sub-grid."""
+  c = grid.get_config()
+  c.steps, c.eval_steps, c.betas, c.seeds = 4, (2,), (4.0,), (0,)
+  c.base.batch_size, c.base.dataset.subsample, c.base.eval.num_samples = 32, (1, 2, 4, 4, 4), 200
+  c.other_metrics = False        # test_baseline_methods_sweep checks them
+  c.root, c.out = str(root / "runs"), str(root / "out")
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return c
+
+
+SMALL_FLAGS = ["--config.steps=4", "--config.eval_steps=2", "--config.betas=4", "--config.seeds=0",
+               "--config.base.batch_size=32", "--config.base.dataset.subsample=1,2,4,4,4",
+               "--config.base.eval.num_samples=200", "--config.other_metrics=False"]
+
+
+def run_sweep(root, *flags):
+  """``python -m betatc_jax.sweep`` with the small sweep's flags."""
+  return children.run([sys.executable, "-m", "betatc_jax.sweep", *SMALL_FLAGS,
+                       f"--config.root={root / 'runs'}", f"--config.out={root / 'out'}", *flags],
+                      cwd=ROOT, watch=[root])
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
-  sweep = load_sweep()
   base = tmp_path_factory.mktemp("sweep")
-  args = ["--steps", "4", "--eval_steps", "2", "--betas", "4", "--seeds", "0",
-          "--batch_size", "32", "--subsample", "1,2,4,4,4", "--eval_samples", "200",
-          "--skip_other_metrics",     # test_baseline_methods_sweep checks them
-          "--root", str(base / "runs"), "--out", str(base / "out")]
-  assert sweep.main(args) == 0
-  return sweep, base, args
+  result = run_sweep(base)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return base
+
+
+def test_the_command_gives_the_numbers_it_gave_before_it_moved(swept):
+  """The same small sweep as ``scripts/sweep.py`` ran it before the sweep
+  moved into the package (its curves.csv, committed in tests/data): the same
+  runs, the same numbers (to 1e-4: another CPU rounds differently)."""
+  before = read_csv(ROOT / "tests" / "data" / "small_sweep_curves.csv")
+  now = read_csv(swept / "out" / "curves.csv")
+  assert [(r["method"], r["steps"]) for r in now] == [(r["method"], r["steps"]) for r in before]
+  for a, b in zip(now, before):
+    for key in ("mig", "mig_with_shape", "tc", "mi", "dim_kl", "log_px", "kl"):
+      assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-6), (a["method"], key)
 
 
 def test_outputs_match_each_runs_evaluation(swept):
-  sweep, base, _ = swept
+  base = swept
   rows = read_csv(base / "out" / "results.csv")
   assert [r["method"] for r in rows] == ["beta_vae", "betatc_vae"]
-  assert set(sweep.CSV_COLUMNS) <= set(rows[0])
+  assert set(report.CSV_COLUMNS) <= set(rows[0])
   for row in rows:
     result = json.loads((base / "runs" / "members" / f"{row['method']}_beta4_seed0" / "evals" /
                          "step_000004.json").read_text())
@@ -83,17 +118,15 @@ def test_outputs_match_each_runs_evaluation(swept):
 
 
 def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
-  sweep, base, args = swept
+  from betatc_jax.sweep import __main__ as command
+  base = swept
   run = base / "runs" / "members" / "betatc_vae_beta4_seed0"
   metrics_before = (run / "metrics.jsonl").read_text()
   evals_before = {p.name: p.read_text() for p in (run / "evals").iterdir()}
-  assert sweep.main(args) == 0                      # nothing left to do
+  command.sweep(small_sweep(base))                  # nothing left to do
   assert (run / "metrics.jsonl").read_text() == metrics_before
   assert {p.name: p.read_text() for p in (run / "evals").iterdir()} == evals_before
-
-  longer = list(args)
-  longer[longer.index("--steps") + 1] = "6"
-  assert sweep.main(longer) == 0                    # continues from the step-4 checkpoint
+  command.sweep(small_sweep(base, steps=6))         # continues from the step-4 checkpoint
   steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(steps) and steps[-1] == 6 and len(steps) == len(set(steps))
   assert (run / "metrics.jsonl").read_text().startswith(metrics_before)
@@ -102,42 +135,51 @@ def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
   assert [int(r["steps"]) for r in read_csv(base / "out" / "results.csv")] == [6, 6]
 
 
-@pytest.mark.parametrize("bad,match", [
-    (["--methods", "vae"], "unknown method"),
-    (["--methods", "betatc_vae,betatc_mws"], "unknown method"),
-    (["--steps", "4", "--eval_steps", "8"], "eval_steps"),
-    (["--subsample", "1,2"], "subsample"),
-    (["--values", "nope=1"], "--values needs METHOD"),
-    (["--methods", "factorvae", "--values", "factorvae=-1"], "values >= 0"),
-    (["--set", "objective.dip_lambda_od=2"], "not allowed"),
+@pytest.mark.parametrize("overrides,match", [
+    ({"methods": "vae"}, "unknown method"),
+    ({"methods": "betatc_vae,betatc_mws"}, "unknown method"),
+    ({"eval_steps": (8,)}, "eval_steps"),
+    ({"base.dataset.subsample": (1, 2)}, "subsample"),
+    ({"methods": "factorvae", "grids.factorvae": (-1.0,)}, "values >= 0"),
+    ({"base.objective.dip_lambda_od": 2.0}, "base.objective.dip_lambda_od is set by the sweep"),
+    ({"base.seed": 3}, "base.seed is set by the sweep"),
 ])
-def test_bad_arguments_rejected(bad, match, capsys):
-  with pytest.raises(SystemExit):
-    load_sweep().parse_args(bad)
-  assert match in capsys.readouterr().err
+def test_bad_sweep_configs_are_refused_before_any_work(tmp_path, overrides, match):
+  with pytest.raises(ValueError, match=match):
+    grid.validate(small_sweep(tmp_path, **overrides))
+  assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--config.methods=vae", "error: Invalid sweep config: unknown method(s) ['vae']"),
+    ("--config.stepz=3", "error: 'stepz'"),
+])
+def test_the_command_line_errors_are_one_line_and_exit_2(tmp_path, flag, message):
+  result = run_sweep(tmp_path, flag)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(message), result.stderr
 
 
 @pytest.mark.long
 def test_baseline_methods_sweep(tmp_path):
-  """β-TCVAE with FactorVAE (its own population in ROOT/critic), DIP-VAE-II
-  and the annealed VAE, one value each: one CSV row per run equal to its
-  evaluation, the other metrics computed, the methods table and figure."""
-  sweep = load_sweep()
-  args = ["--steps", "4", "--eval_steps", "", "--betas", "4", "--seeds", "0",
-          "--methods", "betatc_vae,factorvae,dip_vae_ii,annealed_vae",
-          "--values", "factorvae=20", "--values", "dip_vae_ii=2", "--values", "annealed_vae=5",
-          "--capacity_steps", "2",
-          "--set", "objective.discriminator_layers=2", "--set", "objective.discriminator_width=32",
-          "--batch_size", "32", "--subsample", "1,2,4,4,4", "--eval_samples", "200",
-          "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
-  assert sweep.main(args) == 0
+  """β-TCVAE with FactorVAE (its own population in ROOT/discriminator),
+  DIP-VAE-II and the annealed VAE, one value each: one CSV row per run equal
+  to its evaluation, the other metrics computed, the methods table and figure."""
+  from betatc_jax.sweep import __main__ as command
+  command.sweep(small_sweep(tmp_path, eval_steps=(), other_metrics=True,
+                            methods="betatc_vae,factorvae,dip_vae_ii,annealed_vae",
+                            **{"grids.factorvae": (20.0,), "grids.dip_vae_ii": (2.0,),
+                               "grids.annealed_vae": (5.0,), "capacity_steps": 2,
+                               "base.objective.discriminator_layers": 2,
+                               "base.objective.discriminator_width": 32}))
   rows = read_csv(tmp_path / "out" / "results.csv")
   assert sorted((r["method"], r["param"], r["value"]) for r in rows) == [
       ("annealed_vae", "cmax", "5"), ("betatc_vae", "beta", "4"), ("dip_vae_ii", "lambda", "2"),
       ("factorvae", "gamma", "20")]
   runs = tmp_path / "runs"
   for row in rows:
-    root = runs / "critic" if row["method"] == "factorvae" else runs
+    root = runs / "discriminator" if row["method"] == "factorvae" else runs
     name = f"{row['method']}_{row['param']}{row['value']}_seed0"
     result = json.loads((root / "members" / name / "evals" / "step_000004.json").read_text())
     for key in ("mig", "tc", "sap_score", "modularity", "explicitness", "beta_vae_score"):
@@ -159,21 +201,20 @@ def test_mechanism_methods_configure_their_runs(tmp_path):
   """The official mode trains as a population of its own with the official
   code's model head, init and likelihood; α = β is tied to the grid; the
   mixtures set each estimator; the member configs are what train.py runs."""
-  from betatc_jax import population
-  sweep = load_sweep()
-  args = sweep.parse_args(["--steps", "4", "--eval_steps", "", "--betas", "3,6", "--seeds", "0",
-                           "--methods", "betatc_official,betatc_vae_mss_alpha,"
-                           "betatc_vae_mss_mws,betatc_vae_mws_mss",
-                           "--batch_size", "32", "--root", str(tmp_path)])
-  groups = sweep.members(args)
-  assert sorted(groups) == [tmp_path, tmp_path / "betatc_official"]
-  official = sweep.base_config(args, 4, "betatc_official")
+  c = small_sweep(tmp_path, eval_steps=(), betas=(3.0, 6.0),
+                  methods="betatc_official,betatc_vae_mss_alpha,betatc_vae_mss_mws,"
+                          "betatc_vae_mws_mss")
+  grid.validate(c)
+  groups = grid.members_of(c)
+  runs_root = tmp_path / "runs"
+  assert sorted(groups) == [runs_root, runs_root / "betatc_official"]
+  official = grid.population_base(c, 4, "betatc_official")
   assert (official.model.param_init, official.model.posterior_scale,
           official.objective.likelihood) == ("torch", "log_sigma", "clamped_bernoulli")
-  assert sweep.base_config(args, 4).objective.likelihood == "bernoulli"
+  assert grid.population_base(c, 4).objective.likelihood == "bernoulli"
   configs = {}
   for root, runs in groups.items():
-    base = sweep.base_config(args, 4, "betatc_official" if root.name == "betatc_official" else None)
+    base = grid.population_base(c, 4, "betatc_official" if root.name == "betatc_official" else None)
     for config, member in zip(members_lib.validate_population(base, runs), runs):
       configs[member.name] = config
   assert configs["betatc_official_beta6_seed0"].objective.estimator == "mws"

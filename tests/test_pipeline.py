@@ -40,22 +40,20 @@ def test_batches_straddle_epochs_without_losing_examples():
     np.testing.assert_array_equal(np.sort(stream[epoch * n:(epoch + 1) * n]), np.arange(n))
 
 
-def test_resumed_iterator_sees_the_same_batches():
+def test_a_global_batch_holds_its_rows_as_uint8():
+  """The batch of step k is the images of ``batch_indices(seed, k)``, so a
+  resumed run sees an uninterrupted run's batches; uint8 on the way (the
+  step converts to float on the device)."""
+  import jax
   ds = _toy()
-  with pipeline.Batches(ds, 8, seed=5) as it:
-    uninterrupted = [np.asarray(next(it)[1]) for _ in range(10)]
-  with pipeline.Batches(ds, 8, seed=5, start_step=6) as it:
-    steps, resumed = zip(*[next(it) for _ in range(4)])
-  assert list(steps) == [6, 7, 8, 9]
-  for got, want in zip(resumed, uninterrupted[6:]):
-    np.testing.assert_array_equal(np.asarray(got), want)
-  assert uninterrupted[0].dtype == np.uint8  # conversion to float happens on the device
-  np.testing.assert_array_equal(uninterrupted[3][:, 0, 0, 0], pipeline.batch_indices(5, 3, 8, 50))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  rows = pipeline.batch_indices(5, 3, 8, 50)
+  batch = pipeline.global_batch(ds, rows, sharding)
+  assert batch.dtype == np.uint8 and batch.shape == (8, 2, 2, 1)
+  np.testing.assert_array_equal(np.asarray(batch)[:, 0, 0, 0], rows)
 
 
 def test_batch_larger_than_dataset_rejected():
-  with pytest.raises(ValueError, match="larger than the dataset"):
-    pipeline.Batches(_toy(6), 8, seed=0)
   with pytest.raises(ValueError, match="larger than the dataset"):
     pipeline.batch_indices(0, 0, 8, 6)
 
@@ -73,14 +71,14 @@ def test_sharding_over_four_devices():
       ds = GroundTruthDataset(images, np.arange(n, dtype=np.int32)[:, None], ("id",), (n,))
       data = mesh_lib.data_mesh()
       assert data.devices.size == 4
-      with pipeline.Batches(ds, 16, seed=2, sharding=mesh_lib.data_sharding(data)) as it:
-        step, batch = next(it)
+      batch = pipeline.global_batch(ds, pipeline.batch_indices(2, 0, 16, n),
+                                    mesh_lib.data_sharding(data))
       shards = batch.addressable_shards
       assert len(shards) == 4 and all(s.data.shape == (4, 3, 3, 1) for s in shards)
       want = pipeline.batch_indices(2, 0, 16, n)
       np.testing.assert_array_equal(np.asarray(batch)[:, 0, 0, 0], want)
       try:
-        pipeline.Batches(ds, 18, seed=0, sharding=mesh_lib.data_sharding(data))
+        pipeline.global_batch(ds, pipeline.batch_indices(0, 0, 18, n), mesh_lib.data_sharding(data))
       except ValueError as e:
         assert "not divisible by the number of devices (4)" in str(e)
       else:

@@ -22,17 +22,15 @@ import dataclasses
 import pathlib
 import sys
 import tomllib
-import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-for _path in (ROOT, ROOT / "scripts"):
-  if str(_path) not in sys.path:
-    sys.path.insert(0, str(_path))
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
 
-import sweep  # noqa: E402
-from betatc_jax import members as members_lib
+from betatc_jax import members as members_lib  # noqa: E402
+from betatc_jax.sweep import grid as sweep  # noqa: E402
 
 QUEUE = ROOT / "benchmarks" / "gpu" / "queue.toml"
 KEY_FIELDS = ("dataset", "subsample", "batch_size", "learning_rate", "num_train_steps",
@@ -87,18 +85,21 @@ def population_kind(method: str) -> str:
 
 # ------------------------------------------------------------------ keys
 
-def sweep_args(settings: Settings) -> types.SimpleNamespace:
-  """The fields of scripts/sweep.py's arguments that ``base_config`` reads."""
-  return types.SimpleNamespace(batch_size=settings.batch_size,
-                               learning_rate=settings.learning_rate,
-                               subsample=list(settings.subsample),
-                               eval_samples=settings.eval_samples, set={},
-                               checkpoint_every=settings.steps, capacity_steps=settings.steps // 3)
+def sweep_config(settings: Settings):
+  """The sweep config (``betatc_jax.sweep``) of the queue's settings."""
+  c = sweep.get_config()
+  c.capacity_steps = settings.steps // 3
+  c.base.batch_size = settings.batch_size
+  c.base.learning_rate = settings.learning_rate
+  c.base.dataset.subsample = tuple(settings.subsample)
+  c.base.eval.num_samples = settings.eval_samples
+  c.base.checkpoint_every_steps = settings.steps
+  return c
 
 
 def population_config(settings: Settings, method: str, steps: int):
   """The shared config of a population of ``method``'s runs, for ``steps`` steps."""
-  base = sweep.base_config(sweep_args(settings), steps, method)
+  base = sweep.population_base(sweep_config(settings), steps, method)
   base.dataset.name = settings.dataset
   return base
 
@@ -106,7 +107,7 @@ def population_config(settings: Settings, method: str, steps: int):
 def member(settings: Settings, method: str, value: float, seed: int):
   """The ``members.Member`` of one run of the queue."""
   return members_lib.Member(sweep.run_name(method, value, seed), sweep.member_overrides(
-      method, value, seed, sweep_args(settings).capacity_steps))
+      method, value, seed, sweep_config(settings).capacity_steps))
 
 
 def run_config(settings: Settings, method: str, value: float, seed: int, steps: int):

@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import gpu_queue  # noqa: E402
-import sweep  # noqa: E402  (on sys.path through gpu_queue)
+from betatc_jax.sweep import figures, grid, report  # noqa: E402  (on sys.path through gpu_queue)
 
 RESULTS = gpu_queue.ROOT / "results_paper"
 # (x, y) method pairs of paired.png and summary.md: the unbiased estimator
@@ -143,8 +143,8 @@ def plot_paired(path: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> bool:
     top = max(max(p[2], p[3]) for p in points) * 1.1
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
-    ax.set_xlabel(f"MIG, {sweep.LABELS[x]}")
-    ax.set_ylabel(f"MIG, {sweep.LABELS[y]}")
+    ax.set_xlabel(f"MIG, {grid.LABELS[x]}")
+    ax.set_ylabel(f"MIG, {grid.LABELS[y]}")
     ax.set_title("same β and seed", fontsize=9)
     ax.legend(fontsize=7)
   fig.tight_layout()
@@ -163,16 +163,16 @@ def summary_text(rows: Sequence[Mapping[str, Any]]) -> str:
   for r in done:
     by_setting.setdefault((r["num_train_steps"], r["batch_size"], r["subsample"]), []).append(r)
   for (steps, batch, subsample), group in sorted(by_setting.items()):
-    seeds = sweep.summarize(group)
-    counts = ", ".join(f"{sweep.LABELS[m]} β={v:g}: {s['seeds']}" for (m, v), s in seeds.items())
+    seeds = report.summarize(group)
+    counts = ", ".join(f"{grid.LABELS[m]} β={v:g}: {s['seeds']}" for (m, v), s in seeds.items())
     parts.append(f"\n## {steps} steps, B = {batch}, dSprites subsample {subsample}\n\n")
-    parts.append(sweep.markdown_table(seeds))
+    parts.append(report.markdown_table(seeds))
     parts.append(f"\nSeeds per cell: {counts}.\n")
   for x, y in PAIRS:
     points = pairs(done, x, y)
     if points:
-      parts.append(f"\n## {sweep.LABELS[y]} against {sweep.LABELS[x]}, paired\n\n")
-      parts.append(f"| β | seed | MIG {sweep.LABELS[x]} | MIG {sweep.LABELS[y]} | difference |\n"
+      parts.append(f"\n## {grid.LABELS[y]} against {grid.LABELS[x]}, paired\n\n")
+      parts.append(f"| β | seed | MIG {grid.LABELS[x]} | MIG {grid.LABELS[y]} | difference |\n"
                    "|---|---|---|---|---|\n")
       parts += [f"| {b:g} | {s} | {a:.3f} | {c:.3f} | {c - a:+.3f} |\n" for b, s, a, c in points]
   unfinished = [r for r in rows if not gpu_queue.finished(r) or r.get("frozen_at_step")
@@ -182,7 +182,7 @@ def summary_text(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in unfinished:
       why = (f"non-finite at step {r['frozen_at_step']}" if r.get("frozen_at_step")
              else f"stopped at step {r['steps']} of {r['num_train_steps']}")
-      parts.append(f"- {sweep.run_name(r['method'], float(r['value']), int(r['seed']))}: {why}"
+      parts.append(f"- {grid.run_name(r['method'], float(r['value']), int(r['seed']))}: {why}"
                    + (f" ({r['eval_error']})" if r.get("eval_error") else "") + "\n")
   return "".join(parts)
 
@@ -194,8 +194,8 @@ def rebuild(results: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> None:
   for name in ("mig_vs_beta.png", "tc_vs_mig.png", "paired.png"):
     (results / name).unlink(missing_ok=True)
   if done:
-    sweep.plot_mig_vs_beta(results / "mig_vs_beta.png", sweep.summarize(done), done)
-    sweep.plot_tc_vs_mig(results / "tc_vs_mig.png", done)
+    figures.mig_vs_beta(results / "mig_vs_beta.png", report.summarize(done), done)
+    figures.tc_vs_mig(results / "tc_vs_mig.png", done)
     plot_paired(results / "paired.png", done)
 
 

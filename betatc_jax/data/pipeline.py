@@ -9,7 +9,6 @@ device (4× less to copy); the trainer converts them to float there.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 
 import jax
@@ -47,54 +46,18 @@ def local_batch_slice(sharding: jax.sharding.Sharding, global_shape: tuple[int, 
   return slice(min(starts), max(stops))
 
 
-class Batches:
-  """Iterates (step, batch) from ``start_step`` on, one batch prefetched.
+def global_batch(dataset: GroundTruthDataset, rows: np.ndarray,
+                 sharding: jax.sharding.Sharding) -> jax.Array:
+  """The uint8 batch of ``rows`` [B] as a global array [B, H, W, C] laid out
+  by ``sharding``: each process gathers only the rows its devices hold.
 
-  ``batch`` is a global uint8 ``jax.Array`` [B, H, W, C] with the given
-  sharding; each process reads only the rows its devices hold.
+  Raises:
+    ValueError: B not divisible by the devices of ``sharding``.
   """
-
-  def __init__(self, dataset: GroundTruthDataset, batch_size: int, seed: int,
-               start_step: int = 0, sharding: jax.sharding.Sharding | None = None):
-    if batch_size > len(dataset):
-      raise ValueError(f"batch_size ({batch_size}) is larger than the dataset "
-                       f"{dataset.name!r} ({len(dataset)} images).")
-    if sharding is not None:
-      num_devices = len(sharding.device_set)
-      if batch_size % num_devices:
-        raise ValueError(f"batch_size {batch_size} is not divisible by the number of "
-                         f"devices ({num_devices}).")
-    self._dataset, self._batch_size, self._seed = dataset, batch_size, seed
-    self._sharding = sharding
-    self._shape = (batch_size,) + dataset.observation_shape
-    self._local = (local_batch_slice(sharding, self._shape) if sharding is not None
-                   else slice(0, batch_size))
-    self._step = start_step
-    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    self._next = self._pool.submit(self._load, self._step)
-
-  def _load(self, step: int) -> jax.Array:
-    rows = batch_indices(self._seed, step, self._batch_size, len(self._dataset))[self._local]
-    local = gather_rows(self._dataset.images, rows)
-    if self._sharding is None:
-      return jax.device_put(local)
-    return jax.make_array_from_process_local_data(self._sharding, local, self._shape)
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> tuple[int, jax.Array]:
-    batch = self._next.result()
-    step = self._step
-    self._step += 1
-    self._next = self._pool.submit(self._load, self._step)
-    return step, batch
-
-  def close(self) -> None:
-    self._pool.shutdown(wait=True, cancel_futures=True)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    self.close()
+  shape = (len(rows),) + dataset.observation_shape
+  devices = len(sharding.device_set)
+  if len(rows) % devices:
+    raise ValueError(f"batch_size {len(rows)} is not divisible by the number of devices "
+                     f"({devices}).")
+  local = gather_rows(dataset.images, np.asarray(rows)[local_batch_slice(sharding, shape)])
+  return jax.make_array_from_process_local_data(sharding, local, shape)
