@@ -128,6 +128,9 @@ def _checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:
        f"selection.members must be 0 (off) or >= 2, got {config.selection.members}"),
       (not config.selection.members or 1 <= config.selection.steps < config.num_train_steps,
        f"selection.steps must be in [1, num_train_steps), got {config.selection.steps}"),
+      (len(config.dataset.subsample) == 5 and min(config.dataset.subsample) >= 1,
+       f"dataset.subsample must be 5 steps >= 1 (one per dSprites factor), got "
+       f"{tuple(config.dataset.subsample)}"),
   ]
 
 

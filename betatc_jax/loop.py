@@ -184,6 +184,7 @@ def train(spec: Spec) -> tuple[state.TrainState, jax.Array]:
   mesh_, by_member, held = _layout(spec, mode)
   with mesh.Heartbeat(spec.workdir) as heartbeat, mesh.lost_process_errors(
       heartbeat, lambda: _resume_advice(spec.workdir)):
+    mesh.barrier("betatc_jax: workdir checked")    # no process writes before all have read
     return _train(spec, mode, mesh_, by_member, held)
 
 

@@ -102,7 +102,6 @@ def train_population(base: ml_collections.ConfigDict, members: Sequence[Member],
   workdir = pathlib.Path(workdir)
   record = wd.population_record(base, members)
   wd.check_population(workdir, record)
-  mesh.barrier("betatc_jax population: checked")     # no process writes before all read
 
   def on_start(run):
     if mesh.is_chief():
@@ -155,7 +154,8 @@ def local_states(states: state.TrainState) -> state.TrainState:
 
 def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, step: int,
                     dataset: GroundTruthDataset, *, frozen: Mapping[str, Any] | None = None,
-                    workdir: str | pathlib.Path | None = None, other_metrics: bool = False,
+                    workdir: str | pathlib.Path | None = None,
+                    other_metrics: bool | Sequence[str] = False,
                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """``evaluate.evaluate_params`` of one member, with ``name`` and
   ``frozen_at_step`` (the step at which ``"freeze"`` froze it, else None)
@@ -171,7 +171,8 @@ def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, s
     dataset: the dataset to evaluate on.
     frozen: its ``frozen.json`` record, if it was frozen.
     workdir: where its eval.json and plots go (None: nowhere).
-    other_metrics: also the metrics other than MIG and the ELBO terms.
+    other_metrics: also the metrics other than MIG and the ELBO terms (a
+      sequence: those of ``evaluate.OTHER_METRIC_GROUPS`` it names).
     extra: entries to add to the result (and its eval.json).
   """
   marks = {"name": name, "frozen_at_step": frozen["diverged_at_step"] if frozen else None}
@@ -187,7 +188,8 @@ def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, s
 
 def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
                      states: state.TrainState, dataset: GroundTruthDataset, *,
-                     workdir: str | pathlib.Path | None = None, other_metrics: bool = False,
+                     workdir: str | pathlib.Path | None = None,
+                     other_metrics: bool | Sequence[str] = False,
                      frozen: Mapping[str, Mapping[str, Any]] | None = None,
                      progress: bool = False,
                      udr_groups: Sequence[Sequence[str]] | None = None,

@@ -145,6 +145,37 @@ def test_factorvae_resume_keeps_the_discriminator(factorvae_run, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_a_checkpoint_in_the_earlier_layout_resumes(factorvae_run, tmp_path):
+  """A checkpoint as earlier versions wrote it (one unnamed Orbax item, no
+  records, FactorVAE's discriminator under its old name "critic") resumes:
+  15 steps from it equal the uninterrupted run's last 15."""
+  import json
+  import shutil
+
+  import orbax.checkpoint as ocp
+  workdir, config, state = factorvae_run
+  tree = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "15" / "default")
+  tree["critic"] = tree.pop("discriminator")
+  old = ocp.CheckpointManager(tmp_path / "checkpoints",
+                              options=ocp.CheckpointManagerOptions(create=True),
+                              item_handlers=ocp.StandardCheckpointHandler())
+  old.save(15, args=ocp.args.StandardSave(tree), force=True)
+  old.wait_until_finished()
+  old.close()
+  assert sorted(p.name for p in (tmp_path / "checkpoints" / "15").iterdir()
+                if p.is_dir() and not p.name.startswith("_")) == ["default"]
+  shutil.copy(workdir / "config.json", tmp_path / "config.json")
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  (tmp_path / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= 15))
+  resumed = run_lib.train_run(config, str(tmp_path))
+  assert int(resumed.step) == 30
+  for a, b in zip(jax.tree.leaves((resumed.params, resumed.discriminator_params)),
+                  jax.tree.leaves((state.params, state.discriminator_params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert [r["step"] for r in read_rows(tmp_path)] == [r["step"] for r in rows]
+
+
 def test_factorvae_population_member_equals_its_single_run(factorvae_run, tmp_path):
   workdir, config, _ = factorvae_run
   member = members_lib.Member("fvae", {"seed": config.seed})

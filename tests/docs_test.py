@@ -164,7 +164,7 @@ def parse_command(program: str, args: list[str], default_config: str | None = No
   has_config = program != "betatc_jax.evaluate"
   if has_config:
     config_flags.DEFINE_config_file("config", default_config, "", flag_values=values,
-                                    lock_config=True)
+                                    lock_config=True, sys_argv=["prog", *args])
   values(["prog", *args])
   if not has_config:
     return None
@@ -360,3 +360,40 @@ def test_the_readme_quotes_the_committed_evaluation_of_seed_0():
     assert float(text) == round(value, decimals), f"{name}: README {text}, eval.json {value}"
   config_doc = " ".join((ROOT / "configs" / "default.py").read_text().split())
   assert f"(seed 0) gave {result['mig']:.3f}" in config_doc
+
+
+def test_the_readme_layout_block_matches_the_tree():
+  """Every path the README's layout names exists, and every module and
+  subpackage of betatc_jax/ is named there."""
+  readme = (ROOT / "README.md").read_text()
+  layout = next(text for language, text in fenced_blocks(ROOT / "README.md")
+                if not language and text.lstrip().startswith("train.py"))
+  named = [line.split()[0] for line in layout.splitlines() if line.strip()]
+  missing = [path for path in named if not (ROOT / path).exists()]
+  assert not missing, missing
+  package = {f"betatc_jax/{p.name}" + ("/" if p.is_dir() else "")
+             for p in (ROOT / "betatc_jax").iterdir()
+             if (p.suffix == ".py" and p.name != "__init__.py") or
+             (p.is_dir() and (p / "__init__.py").exists())}
+  assert package <= set(named), sorted(package - set(named))
+  assert "## Layout" in readme
+
+
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_states_a_command_that_parses(path):
+  """Each config's docstring has a ``Command`` with the command that runs it
+  (continued lines joined), and that command parses and validates."""
+  doc = ast.get_docstring(ast.parse(path.read_text()))
+  lines = doc.split("Command", 1)[1].splitlines()[1:]
+  command, line = "", lines.pop(0).strip()
+  while True:
+    command += line.rstrip("\\\\ ") + " "
+    if not line.endswith("\\\\"):
+      break
+    line = lines.pop(0).strip()
+  words = shlex.split(command)
+  assert words[0] == INTERPRETER and f"configs/{path.name}" in words, command
+  check_python_command(words[1:])

@@ -15,9 +15,19 @@ from ml_collections import config_flags
 from betatc_jax import host_memory
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).with_name("default_config.py")),
-    "Sweep configuration file (configs/sweep_*.py).", lock_config=True)
+DEFAULT_CONFIG = str(pathlib.Path(__file__).with_name("default_config.py"))
+
+
+def _define_config_flag() -> None:
+  """``--config``; its default file loads (and reads sys.argv's overrides)
+  as it is defined, so a misspelt override fails here, as one line."""
+  from betatc_jax import cli
+  try:
+    config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG, "Sweep configuration file (configs/sweep_*.py).",
+        lock_config=True)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    cli.fail(e)
 
 
 def sweep(c) -> None:
@@ -48,6 +58,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
   from betatc_jax import cli
   host_memory.retain_freed_memory()                # before JAX starts its threads
+  _define_config_flag()
   app.run(main, flags_parser=cli.parse_flags)
 
 

@@ -96,7 +96,8 @@ def _evaluate(c: ml_collections.ConfigDict, root: pathlib.Path, config: ml_colle
   results = population.evaluate_members(
       config, todo, state.unstack(local_states, np.asarray([here[m.name] for m in todo],
                                                            np.int32)),
-      dataset, workdir=root if final else None, other_metrics=final and c.other_metrics,
+      dataset, workdir=root if final else None,
+      other_metrics=grid.final_metrics(c) if final else (),
       frozen=wd.frozen_members(root), progress=mesh.is_chief(), udr_groups=(),
       extras=[udr_of[m.name] for m in todo])
   seconds = (time.perf_counter() - t0) / max(len(todo), 1)
