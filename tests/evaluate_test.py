@@ -79,3 +79,23 @@ def test_dataset_without_factors(evaluated):
   for key in ("mi", "tc", "dim_kl", "kl", "log_px"):
     assert np.isfinite(result[key]), key
   assert result["num_points"] == 40 and len(result["kl_per_dim"]) == config.model.latent_dim
+
+
+def test_other_metrics_chosen_by_name_keep_their_values(evaluated):
+  """A metric computed alone equals the same metric computed with all the
+  others (each draws from its own generator); the rest are None; an unknown
+  name is refused before any work."""
+  config = evaluate.load_config(evaluated)
+  dataset = dataset_from_config(config)
+  params = evaluate.restore_params(config, evaluated, dataset.observation_shape)[1]
+  full = json.loads((evaluated / "eval.json").read_text())
+  some = evaluate.evaluate_params(config, params, dataset, step=full["step"],
+                                  other_metrics=("factorvae_score", "sap_score"))
+  for key in evaluate.OTHER_METRICS:
+    if key in ("factorvae_score", "sap_score"):
+      assert some[key] == full[key], key
+    else:
+      assert some[key] is None, key
+  assert some["mig"] == full["mig"]
+  with pytest.raises(ValueError, match="unknown metric"):
+    evaluate.evaluate_params(config, params, dataset, step=1, other_metrics=("modularty",))
