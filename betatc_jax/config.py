@@ -44,7 +44,7 @@ def with_defaults(config: Mapping[str, Any] | ml_collections.ConfigDict
   saved take their default values."""
   def merge(base, update):
     for key, value in update.items():
-      if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      if isinstance(value, (Mapping, ml_collections.ConfigDict)) and key in base:
         merge(base[key], value)
       else:
         base[key] = value

@@ -46,8 +46,9 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   if not (workdir / "config.json").is_file():
     raise FileNotFoundError(f"{workdir} has no config.json: is it a betatc_jax training workdir?")
   saved = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  config_lib.validate_config(saved)
-  return config_lib.with_defaults(saved)
+  config = config_lib.with_defaults(saved)       # keys added since the run take their defaults
+  config_lib.validate_config(config)
+  return config
 
 
 def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,

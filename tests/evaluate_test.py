@@ -99,3 +99,16 @@ def test_other_metrics_chosen_by_name_keep_their_values(evaluated):
   assert some["mig"] == full["mig"]
   with pytest.raises(ValueError, match="unknown metric"):
     evaluate.evaluate_params(config, params, dataset, step=1, other_metrics=("modularty",))
+
+
+def test_a_workdir_saved_before_newer_keys_loads_with_their_defaults(evaluated, tmp_path):
+  """A config.json without keys added since (here ``selection``) loads, the
+  missing keys at their defaults; an unknown key is still refused."""
+  saved = json.loads((evaluated / "config.json").read_text())
+  del saved["selection"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert evaluate.load_config(tmp_path) == evaluate.load_config(evaluated)
+  saved["selectoin"] = {"members": 3}
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="Unknown config key.*selectoin"):
+    evaluate.load_config(tmp_path)
