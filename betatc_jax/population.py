@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -193,7 +193,8 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
                      frozen: Mapping[str, Mapping[str, Any]] | None = None,
                      progress: bool = False,
                      udr_groups: Sequence[Sequence[str]] | None = None,
-                     extras: Sequence[Mapping[str, Any]] | None = None
+                     extras: Sequence[Mapping[str, Any]] | None = None,
+                     on_result: Callable[[int, dict[str, Any]], None] | None = None
                      ) -> list[dict[str, Any]]:
   """``evaluate_member`` of every member, one after another (the encoder is
   compiled once for all; MIG's estimator dominates and does not batch over
@@ -208,6 +209,8 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
       the seeds of one method and β; None: all the members as one group;
       ``()``: no UDR. A member in no group of two or more gets None.
     extras: per member, entries to add to its result and eval.json.
+    on_result: called as ``on_result(k, result)`` as soon as member k is
+      evaluated (e.g. to write it, so a crash loses only the member in hand).
 
   Returns:
     One result per member, in order.
@@ -227,6 +230,8 @@ def evaluate_members(base: ml_collections.ConfigDict, members: Sequence[Member],
         frozen=frozen.get(member.name),
         workdir=wd.member_dir(workdir, member.name) if workdir is not None else None,
         other_metrics=other_metrics, extra={**udr_scores[k], **extras[k]}))
+    if on_result is not None:
+      on_result(k, results[-1])
   return results
 
 

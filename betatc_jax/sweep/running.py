@@ -91,22 +91,25 @@ def _evaluate(c: ml_collections.ConfigDict, root: pathlib.Path, config: ml_colle
   udr = population.member_udr(validate_population(config, local), local, local_states.params,
                               dataset, grid.udr_groups([m.name for m in local], run_of))
   udr_of = {m.name: u for m, u in zip(local, udr)}
-  t0 = time.perf_counter()
   final = step == c.steps
-  results = population.evaluate_members(
+  started = [time.perf_counter()]
+
+  def write(k: int, result: dict[str, Any]) -> None:       # each run as it is done
+    member, now = todo[k], time.perf_counter()
+    method, value, seed = run_of[member.name]
+    result.update(method=method, value=value, seed=seed, train_seconds=train_seconds,
+                  eval_seconds=now - started[0])
+    started[0] = now
+    _write_json(eval_path(wd.member_dir(root, member.name), step), result)
+    print(f"  {member.name} step {step}: " + _summary(result), flush=True)
+
+  population.evaluate_members(
       config, todo, state.unstack(local_states, np.asarray([here[m.name] for m in todo],
                                                            np.int32)),
       dataset, workdir=root if final else None,
       other_metrics=grid.final_metrics(c) if final else (),
       frozen=wd.frozen_members(root), progress=mesh.is_chief(), udr_groups=(),
-      extras=[udr_of[m.name] for m in todo])
-  seconds = (time.perf_counter() - t0) / max(len(todo), 1)
-  for member, result in zip(todo, results):
-    method, value, seed = run_of[member.name]
-    result.update(method=method, value=value, seed=seed, train_seconds=train_seconds,
-                  eval_seconds=seconds)
-    _write_json(eval_path(wd.member_dir(root, member.name), step), result)
-    print(f"  {member.name} step {step}: " + _summary(result), flush=True)
+      extras=[udr_of[m.name] for m in todo], on_result=write)
   return len(todo)
 
 
