@@ -30,6 +30,7 @@ from betatc_jax.metrics.dci import dci
 from betatc_jax.metrics.factorvae import factorvae_score
 from betatc_jax.metrics.modularity import modularity_explicitness
 from betatc_jax.metrics.sap import sap_score
+from betatc_jax.metrics.unsupervised import UNSUPERVISED_SCORES, unsupervised_scores
 
 ACTIVE_KL = 0.1    # nats: latents with a smaller mean KL(q(z_j|x) ‖ p(z_j)) count as collapsed
 
@@ -114,7 +115,8 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   (e.g. a population's UDR) join the result and eval.json.
 
   A dataset without ground-truth factors (your own images) gets the ELBO
-  decomposition, log p(x|z) and the per-latent KL; the supervised metrics
+  decomposition, log p(x|z), the per-latent KL and the unsupervised scores
+  (``metrics.unsupervised``); the supervised metrics
   are None, listed under ``not_applicable``, and the traversal rows are
   sorted by KL (most informative latent first).
   """
@@ -173,13 +175,16 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
 
 
 # The metrics of disentanglement_lib's comparisons, on the posterior means of
-# every point and all factors (shape included); OTHER_METRIC_GROUPS names
-# what computes them (DCI gives three numbers, modularity two).
+# every point and all factors (shape included), and its unsupervised scores;
+# OTHER_METRIC_GROUPS names what computes them (DCI gives three numbers,
+# modularity two, unsupervised four).
 OTHER_METRICS = ("factorvae_score", "dci_disentanglement", "dci_completeness",
                  "dci_informativeness", "sap_score", "modularity", "explicitness",
-                 "beta_vae_score")
-OTHER_METRIC_GROUPS = ("dci", "modularity", "factorvae_score", "sap_score", "beta_vae_score")
-SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + OTHER_METRICS
+                 "beta_vae_score", *UNSUPERVISED_SCORES)
+OTHER_METRIC_GROUPS = ("dci", "modularity", "factorvae_score", "sap_score", "beta_vae_score",
+                       "unsupervised")
+SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
+    k for k in OTHER_METRICS if k not in UNSUPERVISED_SCORES)
 
 
 def metric_groups(other_metrics: bool | Collection[str]) -> tuple[str, ...]:
@@ -217,6 +222,8 @@ def _other_metrics(mu: np.ndarray, dataset: GroundTruthDataset, rng: np.random.G
   if "beta_vae_score" in groups:
     out["beta_vae_score"] = beta_vae_score(mu, dataset, rng=rngs["beta_vae_score"]
                                            )["beta_vae_score"]
+  if "unsupervised" in groups:
+    out.update(unsupervised_scores(mu, rng=rngs["unsupervised"]))
   return out
 
 
@@ -238,9 +245,10 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
                               extra: dict[str, Any] | None = None) -> dict[str, Any]:
   model = state.make_model(config, dataset.observation_shape)
   key = jax.random.split(jax.random.key(config.seed + 7), 3)[0]
-  _, _, u = _unsupervised_metrics(model, params, dataset, key, config.eval.num_samples,
-                                  config.objective.likelihood)
+  mu, _, u = _unsupervised_metrics(model, params, dataset, key, config.eval.num_samples,
+                                   config.objective.likelihood)
   decomposition, kl_per_dim = u["decomposition"], u["kl_per_dim"]
+  scores = _other_metrics(mu, dataset, np.random.default_rng(config.seed + 7), ("unsupervised",))
   result = {
       "step": int(step),
       "log_px": u["log_px"],
@@ -249,6 +257,7 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
       "kl_per_dim": np.round(kl_per_dim, 4).tolist(),
       "active_latents": int(np.sum(kl_per_dim > ACTIVE_KL)),
       **dict.fromkeys(SUPERVISED),
+      **{k: scores[k] for k in UNSUPERVISED_SCORES},
       "not_applicable": {"metrics": list(SUPERVISED),
                          "reason": f"dataset {dataset.name!r} has no ground-truth factors"},
       "num_points": len(dataset),
@@ -314,6 +323,9 @@ def format_table(result: dict[str, Any]) -> str:
           ("SAP score", result.get("sap_score")), ("modularity", result.get("modularity")),
           ("explicitness", result.get("explicitness")),
           ("β-VAE score", result.get("beta_vae_score")),
+          ("Gaussian TC of means", result.get("gaussian_total_correlation")),
+          ("Wasserstein dep./tr C", result.get("gaussian_wasserstein_correlation_norm")),
+          ("MI between codes", result.get("mutual_info_score")),
           ("log p(x|z)", result["log_px"]), ("index-code MI", result["mi"]),
           ("total correlation", result["tc"]), ("dimension-wise KL", result["dim_kl"]),
           ("KL (analytic)", result["kl"]), ("active latents", result["active_latents"]),

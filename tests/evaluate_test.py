@@ -9,6 +9,7 @@ import pytest
 import children
 from betatc_jax.data import dataset_from_config
 from betatc_jax import evaluate
+from betatc_jax.metrics.unsupervised import UNSUPERVISED_SCORES
 from betatc_jax import run as run_lib
 from train_test import small_config
 
@@ -27,8 +28,11 @@ def test_training_ends_with_an_evaluation(evaluated):
               "step") + evaluate.OTHER_METRICS:
     assert key in result, key
   assert result["step"] == 12 and result["mig_excluded_factors"] == ["shape"]
-  for key in ("mig", "mig_with_shape", "mig_histogram") + evaluate.OTHER_METRICS:
+  for key in evaluate.SUPERVISED:
     assert 0.0 <= result[key] <= 1.0, (key, result[key])
+  # nats, >= 0; W_G / tr C <= 2 (W_G <= tr C + tr Λ)
+  assert result["gaussian_total_correlation"] >= 0 and result["mutual_info_score"] >= 0
+  assert 0 <= result["gaussian_wasserstein_correlation_norm"] <= 2
   assert result["explicitness"] >= 0.5 - 0.05    # an AUC: chance is 0.5
   assert result["mi"] >= 0 and result["kl"] > 0 and result["log_px"] < 0
   per_factor = list(result["mig_per_factor"].values())
@@ -76,7 +80,8 @@ def test_dataset_without_factors(evaluated):
   result = evaluate.evaluate_params(config, params, ds, step=12)
   assert all(result[k] is None for k in evaluate.SUPERVISED)
   assert set(result["not_applicable"]["metrics"]) == set(evaluate.SUPERVISED)
-  for key in ("mi", "tc", "dim_kl", "kl", "log_px"):
+  for key in ("mi", "tc", "dim_kl", "kl", "log_px", "gaussian_total_correlation",
+              "mutual_info_score"):
     assert np.isfinite(result[key]), key
   assert result["num_points"] == 40 and len(result["kl_per_dim"]) == config.model.latent_dim
 
@@ -90,9 +95,10 @@ def test_other_metrics_chosen_by_name_keep_their_values(evaluated):
   params = evaluate.restore_params(config, evaluated, dataset.observation_shape)[1]
   full = json.loads((evaluated / "eval.json").read_text())
   some = evaluate.evaluate_params(config, params, dataset, step=full["step"],
-                                  other_metrics=("factorvae_score", "sap_score"))
+                                  other_metrics=("factorvae_score", "sap_score", "unsupervised"))
+  chosen = ("factorvae_score", "sap_score") + UNSUPERVISED_SCORES
   for key in evaluate.OTHER_METRICS:
-    if key in ("factorvae_score", "sap_score"):
+    if key in chosen:
       assert some[key] == full[key], key
     else:
       assert some[key] is None, key

@@ -49,6 +49,26 @@ def split_rows(n: int, num_train: int, num_test: int, rng: np.random.Generator
   return rows[:num_train], rows[num_train:num_train + num_test]
 
 
+def split_by_fraction(n: int, train_fraction: float, rng: np.random.Generator | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Train and test rows of ``n`` points by fraction, as disentanglement_lib's
+  ``split_train_test``: the first ceil(n · ``train_fraction``) rows train,
+  the rest test (100 points at 0.9: 90 + 10). With ``rng``, the rows are
+  permuted first (for points not already drawn at random). Unlike
+  ``split_rows``, nothing is capped at half.
+
+  Raises:
+    ValueError: a fraction outside (0, 1], or no points.
+  """
+  if not 0 < train_fraction <= 1:
+    raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}.")
+  if n < 1:
+    raise ValueError(f"A train/test split needs points, got {n}.")
+  rows = rng.permutation(n) if rng is not None else np.arange(n)
+  num_train = int(np.ceil(n * train_fraction))
+  return rows[:num_train], rows[num_train:]
+
+
 def class_labels(factors: np.ndarray) -> np.ndarray:
   """int [N, K]: each factor column [N] of ``factors`` as classes 0 .. |V_k| − 1."""
   return np.stack([np.unique(f, return_inverse=True)[1] for f in factors.T], axis=1)
