@@ -29,7 +29,7 @@ from betatc_jax.metrics.beta_vae_score import beta_vae_score
 from betatc_jax.metrics.dci import dci
 from betatc_jax.metrics.factorvae import factorvae_score
 from betatc_jax.metrics.modularity import modularity_explicitness
-from betatc_jax.metrics.sap import sap_score
+from betatc_jax.metrics.sap import sap_score, sap_score_continuous
 from betatc_jax.metrics.unsupervised import UNSUPERVISED_SCORES, unsupervised_scores
 
 ACTIVE_KL = 0.1    # nats: latents with a smaller mean KL(q(z_j|x) ‖ p(z_j)) count as collapsed
@@ -177,12 +177,13 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
 # The metrics of disentanglement_lib's comparisons, on the posterior means of
 # every point and all factors (shape included), and its unsupervised scores;
 # OTHER_METRIC_GROUPS names what computes them (DCI gives three numbers,
-# modularity two, unsupervised four).
+# modularity two, unsupervised four). New groups go last: each group's
+# generator is a child of the evaluation's by position.
 OTHER_METRICS = ("factorvae_score", "dci_disentanglement", "dci_completeness",
                  "dci_informativeness", "sap_score", "modularity", "explicitness",
-                 "beta_vae_score", *UNSUPERVISED_SCORES)
+                 "beta_vae_score", *UNSUPERVISED_SCORES, "sap_score_continuous")
 OTHER_METRIC_GROUPS = ("dci", "modularity", "factorvae_score", "sap_score", "beta_vae_score",
-                       "unsupervised")
+                       "unsupervised", "sap_score_continuous")
 SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
     k for k in OTHER_METRICS if k not in UNSUPERVISED_SCORES)
 
@@ -224,6 +225,9 @@ def _other_metrics(mu: np.ndarray, dataset: GroundTruthDataset, rng: np.random.G
                                            )["beta_vae_score"]
   if "unsupervised" in groups:
     out.update(unsupervised_scores(mu, rng=rngs["unsupervised"]))
+  if "sap_score_continuous" in groups:
+    out["sap_score_continuous"] = sap_score_continuous(
+        mu, dataset.factors, rng=rngs["sap_score_continuous"])["sap_score_continuous"]
   return out
 
 
@@ -320,7 +324,8 @@ def format_table(result: dict[str, Any]) -> str:
           ("MIG with shape", result["mig_with_shape"]), ("MIG (histogram)", result["mig_histogram"]),
           ("FactorVAE score", result["factorvae_score"]),
           ("DCI disentanglement", result["dci_disentanglement"]),
-          ("SAP score", result.get("sap_score")), ("modularity", result.get("modularity")),
+          ("SAP score", result.get("sap_score")),
+          ("SAP (continuous)", result.get("sap_score_continuous")), ("modularity", result.get("modularity")),
           ("explicitness", result.get("explicitness")),
           ("β-VAE score", result.get("beta_vae_score")),
           ("Gaussian TC of means", result.get("gaussian_total_correlation")),
