@@ -28,6 +28,7 @@ from betatc_jax.data.ground_truth import GroundTruthDataset
 from betatc_jax.metrics.beta_vae_score import beta_vae_score
 from betatc_jax.metrics.dci import dci
 from betatc_jax.metrics.factorvae import factorvae_score
+from betatc_jax.metrics.irs import irs
 from betatc_jax.metrics.modularity import modularity_explicitness
 from betatc_jax.metrics.sap import sap_score, sap_score_continuous
 from betatc_jax.metrics.unsupervised import UNSUPERVISED_SCORES, unsupervised_scores
@@ -181,9 +182,9 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
 # generator is a child of the evaluation's by position.
 OTHER_METRICS = ("factorvae_score", "dci_disentanglement", "dci_completeness",
                  "dci_informativeness", "sap_score", "modularity", "explicitness",
-                 "beta_vae_score", *UNSUPERVISED_SCORES, "sap_score_continuous")
+                 "beta_vae_score", *UNSUPERVISED_SCORES, "sap_score_continuous", "irs")
 OTHER_METRIC_GROUPS = ("dci", "modularity", "factorvae_score", "sap_score", "beta_vae_score",
-                       "unsupervised", "sap_score_continuous")
+                       "unsupervised", "sap_score_continuous", "irs")
 SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
     k for k in OTHER_METRICS if k not in UNSUPERVISED_SCORES)
 
@@ -228,6 +229,8 @@ def _other_metrics(mu: np.ndarray, dataset: GroundTruthDataset, rng: np.random.G
   if "sap_score_continuous" in groups:
     out["sap_score_continuous"] = sap_score_continuous(
         mu, dataset.factors, rng=rngs["sap_score_continuous"])["sap_score_continuous"]
+  if "irs" in groups:
+    out["irs"] = irs(mu, dataset.factors, rng=rngs["irs"])["irs"]
   return out
 
 
@@ -325,7 +328,8 @@ def format_table(result: dict[str, Any]) -> str:
           ("FactorVAE score", result["factorvae_score"]),
           ("DCI disentanglement", result["dci_disentanglement"]),
           ("SAP score", result.get("sap_score")),
-          ("SAP (continuous)", result.get("sap_score_continuous")), ("modularity", result.get("modularity")),
+          ("SAP (continuous)", result.get("sap_score_continuous")),
+          ("IRS", result.get("irs")), ("modularity", result.get("modularity")),
           ("explicitness", result.get("explicitness")),
           ("β-VAE score", result.get("beta_vae_score")),
           ("Gaussian TC of means", result.get("gaussian_total_correlation")),
