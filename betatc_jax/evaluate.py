@@ -25,13 +25,10 @@ from betatc_jax import checkpointing, cli, logging_utils, losses, metrics, plott
 from betatc_jax import config as config_lib
 from betatc_jax.data import dataset_from_config
 from betatc_jax.data.ground_truth import GroundTruthDataset
-from betatc_jax.metrics.beta_vae_score import beta_vae_score
-from betatc_jax.metrics.dci import dci
-from betatc_jax.metrics.factorvae import factorvae_score
-from betatc_jax.metrics.irs import irs
-from betatc_jax.metrics.modularity import modularity_explicitness
-from betatc_jax.metrics.sap import sap_score, sap_score_continuous
-from betatc_jax.metrics.unsupervised import UNSUPERVISED_SCORES, unsupervised_scores
+from betatc_jax.metrics import suite
+from betatc_jax.metrics.suite import (OTHER_METRIC_GROUPS, OTHER_METRICS,  # noqa: F401
+                                     metric_groups)
+from betatc_jax.metrics.unsupervised import UNSUPERVISED_SCORES
 
 ACTIVE_KL = 0.1    # nats: latents with a smaller mean KL(q(z_j|x) ‖ p(z_j)) count as collapsed
 
@@ -105,12 +102,12 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
                     other_metrics: bool | Collection[str] = True, progress: bool = False,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
   """All metrics of ``params`` on ``dataset``; writes eval.json and plots if
-  ``workdir`` is given. ``other_metrics=False`` computes only the paper's
-  (MIG and the ELBO decomposition) and skips ``OTHER_METRICS`` (FactorVAE,
-  DCI, SAP, modularity/explicitness, β-VAE score: ~30 s at 92k points); a
-  collection of ``OTHER_METRIC_GROUPS`` names computes those only (the
-  others are None). Each draws its points from its own generator, so its
-  value does not depend on which others are computed.
+  ``workdir`` is given. ``other_metrics``: True computes the
+  ``metrics.suite.DEFAULT_METRIC_GROUPS`` (FactorVAE, DCI, SAP, modularity
+  and explicitness, β-VAE score, the unsupervised scores, IRS: ~30 s at 92k
+  points), False only the paper's (MIG and the ELBO decomposition), and a
+  collection of ``OTHER_METRIC_GROUPS`` names those groups (the downstream
+  tasks and fairness only by name); the metrics not computed are None.
   ``progress`` shows a bar over the phases (encoding and the ELBO
   decomposition, MIG, the other metrics, the plots). ``extra`` entries
   (e.g. a population's UDR) join the result and eval.json.
@@ -143,7 +140,7 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
                     num_samples=num_samples, exclude=exclude)
   hist = metrics.mig_histogram(mu, dataset.factors, exclude=exclude)
   phases.next()
-  others = _other_metrics(mu, dataset, rng, groups)
+  others = suite.other_metrics(mu, dataset, rng, groups)
   phases.next()
 
   result = {
@@ -175,63 +172,8 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   return result
 
 
-# The metrics of disentanglement_lib's comparisons, on the posterior means of
-# every point and all factors (shape included), and its unsupervised scores;
-# OTHER_METRIC_GROUPS names what computes them (DCI gives three numbers,
-# modularity two, unsupervised four). New groups go last: each group's
-# generator is a child of the evaluation's by position.
-OTHER_METRICS = ("factorvae_score", "dci_disentanglement", "dci_completeness",
-                 "dci_informativeness", "sap_score", "modularity", "explicitness",
-                 "beta_vae_score", *UNSUPERVISED_SCORES, "sap_score_continuous", "irs")
-OTHER_METRIC_GROUPS = ("dci", "modularity", "factorvae_score", "sap_score", "beta_vae_score",
-                       "unsupervised", "sap_score_continuous", "irs")
 SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
     k for k in OTHER_METRICS if k not in UNSUPERVISED_SCORES)
-
-
-def metric_groups(other_metrics: bool | Collection[str]) -> tuple[str, ...]:
-  """The ``OTHER_METRIC_GROUPS`` that ``other_metrics`` asks for (True: all).
-
-  Raises:
-    ValueError: an unknown name.
-  """
-  if isinstance(other_metrics, bool):
-    return OTHER_METRIC_GROUPS if other_metrics else ()
-  unknown = sorted(set(other_metrics) - set(OTHER_METRIC_GROUPS))
-  if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; choose from {list(OTHER_METRIC_GROUPS)}")
-  return tuple(g for g in OTHER_METRIC_GROUPS if g in other_metrics)
-
-
-def _other_metrics(mu: np.ndarray, dataset: GroundTruthDataset, rng: np.random.Generator,
-                   groups: Collection[str] = OTHER_METRIC_GROUPS) -> dict[str, float | None]:
-  """The ``OTHER_METRICS`` of the codes ``mu`` [N, D] that ``groups`` names
-  (~30 s at 92k points for all), each from its own child of ``rng``; the
-  rest None."""
-  rngs = dict(zip(OTHER_METRIC_GROUPS, rng.spawn(len(OTHER_METRIC_GROUPS))))
-  out: dict[str, float | None] = dict.fromkeys(OTHER_METRICS)
-  if "dci" in groups:
-    found = dci(mu, dataset.factors, rng=rngs["dci"])
-    out.update({k: found[k] for k in OTHER_METRICS if k.startswith("dci_")})
-  if "modularity" in groups:
-    found = modularity_explicitness(mu, dataset.factors, rng=rngs["modularity"])
-    out.update(modularity=found["modularity"], explicitness=found["explicitness"])
-  if "factorvae_score" in groups:
-    out["factorvae_score"] = factorvae_score(mu, dataset, rng=rngs["factorvae_score"]
-                                             )["factorvae_score"]
-  if "sap_score" in groups:
-    out["sap_score"] = sap_score(mu, dataset.factors, rng=rngs["sap_score"])["sap_score"]
-  if "beta_vae_score" in groups:
-    out["beta_vae_score"] = beta_vae_score(mu, dataset, rng=rngs["beta_vae_score"]
-                                           )["beta_vae_score"]
-  if "unsupervised" in groups:
-    out.update(unsupervised_scores(mu, rng=rngs["unsupervised"]))
-  if "sap_score_continuous" in groups:
-    out["sap_score_continuous"] = sap_score_continuous(
-        mu, dataset.factors, rng=rngs["sap_score_continuous"])["sap_score_continuous"]
-  if "irs" in groups:
-    out["irs"] = irs(mu, dataset.factors, rng=rngs["irs"])["irs"]
-  return out
 
 
 def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.Array,
@@ -255,7 +197,8 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
   mu, _, u = _unsupervised_metrics(model, params, dataset, key, config.eval.num_samples,
                                    config.objective.likelihood)
   decomposition, kl_per_dim = u["decomposition"], u["kl_per_dim"]
-  scores = _other_metrics(mu, dataset, np.random.default_rng(config.seed + 7), ("unsupervised",))
+  scores = suite.other_metrics(mu, dataset, np.random.default_rng(config.seed + 7),
+                               ("unsupervised",))
   result = {
       "step": int(step),
       "log_px": u["log_px"],
@@ -329,7 +272,10 @@ def format_table(result: dict[str, Any]) -> str:
           ("DCI disentanglement", result["dci_disentanglement"]),
           ("SAP score", result.get("sap_score")),
           ("SAP (continuous)", result.get("sap_score_continuous")),
-          ("IRS", result.get("irs")), ("modularity", result.get("modularity")),
+          ("IRS", result.get("irs")),
+          ("downstream acc. 10k", result.get("downstream_accuracy_10000")),
+          ("strong gen. gap", result.get("strong_generalization_gap")),
+          ("fairness (mean)", result.get("fairness")), ("modularity", result.get("modularity")),
           ("explicitness", result.get("explicitness")),
           ("β-VAE score", result.get("beta_vae_score")),
           ("Gaussian TC of means", result.get("gaussian_total_correlation")),
@@ -346,9 +292,12 @@ def format_table(result: dict[str, Any]) -> str:
                    f"{name:<22}{value:>10}" for name, value in rows)
 
 
-def evaluate_workdir(workdir: str | pathlib.Path, progress: bool = False) -> dict[str, Any]:
+def evaluate_workdir(workdir: str | pathlib.Path, progress: bool = False,
+                     other_metrics: bool | Collection[str] = True) -> dict[str, Any]:
   """Evaluates the latest checkpoint of a training workdir (see module
-  docstring); ``progress`` prints what is evaluated and shows the phase bar."""
+  docstring); ``progress`` prints what is evaluated and shows the phase bar;
+  ``other_metrics`` as ``evaluate_params``'."""
+  groups = metric_groups(other_metrics)
   config = load_config(workdir)
   dataset = dataset_from_config(config)
   step, params = restore_params(config, workdir, dataset.observation_shape)
@@ -356,15 +305,18 @@ def evaluate_workdir(workdir: str | pathlib.Path, progress: bool = False) -> dic
     print(f"evaluating step {step} of {workdir} on {len(dataset):,} images "
           f"(S = {config.eval.num_samples:,})", flush=True)
   return evaluate_params(config, params, dataset, step=step, workdir=pathlib.Path(workdir),
-                         progress=progress)
+                         progress=progress, other_metrics=groups)
 
 
-def command(workdir: str, progress: bool = True) -> dict[str, Any]:
+def command(workdir: str, progress: bool = True, metrics_names: str = "") -> dict[str, Any]:
   """``evaluate_workdir`` with the command line's errors: one line on
   stderr and exit 2 for a missing workdir or checkpoint or a bad config; the
-  table printed."""
+  table printed. ``metrics_names``: comma-separated ``OTHER_METRIC_GROUPS``
+  ("" for the default ones)."""
   from betatc_jax import loop
-  result = cli.run_command(lambda: evaluate_workdir(workdir, progress=progress),
+  names = [m.strip() for m in metrics_names.split(",") if m.strip()]
+  result = cli.run_command(lambda: evaluate_workdir(workdir, progress=progress,
+                                                    other_metrics=names or True),
                            loop.TrainingInterrupted, loop.NonFiniteLossError,
                            (ValueError, checkpointing.CheckpointError))
   print(format_table(result))
@@ -376,7 +328,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {argv[1:]}")
   cli.quiet_logs()
-  command(flags.FLAGS.workdir, progress=not flags.FLAGS.no_progress)
+  command(flags.FLAGS.workdir, progress=not flags.FLAGS.no_progress,
+          metrics_names=flags.FLAGS.metrics)
 
 
 if __name__ == "__main__":
@@ -386,4 +339,7 @@ if __name__ == "__main__":
   host_memory.retain_freed_memory()
   flags.DEFINE_string("workdir", None, "A training workdir.", required=True)
   flags.DEFINE_bool("no_progress", False, "No phase bar.")
+  flags.DEFINE_string("metrics", "", "Comma-separated metric groups beyond MIG and the ELBO "
+                      "terms (metrics.suite.OTHER_METRIC_GROUPS); default: all but downstream, "
+                      "strong_downstream and fairness.")
   app.run(main, flags_parser=cli.parse_flags)

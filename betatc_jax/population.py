@@ -172,7 +172,7 @@ def evaluate_member(config: ml_collections.ConfigDict, name: str, params: Any, s
     frozen: its ``frozen.json`` record, if it was frozen.
     workdir: where its eval.json and plots go (None: nowhere).
     other_metrics: also the metrics other than MIG and the ELBO terms (a
-      sequence: those of ``evaluate.OTHER_METRIC_GROUPS`` it names).
+      sequence: those of ``metrics.suite.OTHER_METRIC_GROUPS`` it names).
     extra: entries to add to the result (and its eval.json).
   """
   marks = {"name": name, "frozen_at_step": frozen["diverged_at_step"] if frozen else None}

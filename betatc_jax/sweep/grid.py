@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from betatc_jax import config as config_lib
-from betatc_jax import default_config, evaluate, losses
+from betatc_jax import default_config, losses
+from betatc_jax.metrics import suite
 from betatc_jax.members import MEMBER_KEYS, Member
 
 
@@ -122,7 +123,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.report_only = False                # train nothing; rewrite the outputs
   c.host_data = False                  # gather batches on the host (vmapped mode)
   c.other_metrics = True               # FactorVAE, DCI, SAP, ... at `steps`
-  c.skip_metrics = ""                  # of those, these not (evaluate.OTHER_METRIC_GROUPS)
+  c.skip_metrics = ""                  # of those, these not (metrics.suite.DEFAULT_METRIC_GROUPS)
   c.export = True                      # each run's final checkpoint in its own workdir
   c.timing_log = ""                    # append a JSON line per milestone to this file
   c.base = base_defaults()
@@ -134,10 +135,10 @@ def skipped_metrics(c: ml_collections.ConfigDict) -> list[str]:
 
 
 def final_metrics(c: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The other metrics (``evaluate.OTHER_METRIC_GROUPS``) evaluated at ``steps``."""
+  """The other metrics (``metrics.suite.DEFAULT_METRIC_GROUPS``) evaluated at ``steps``."""
   if not c.other_metrics:
     return ()
-  return tuple(g for g in evaluate.OTHER_METRIC_GROUPS if g not in skipped_metrics(c))
+  return tuple(g for g in suite.DEFAULT_METRIC_GROUPS if g not in skipped_metrics(c))
 
 
 def method_names(c: ml_collections.ConfigDict) -> list[str]:
@@ -179,9 +180,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
       milestones(c)[-1] != c.steps:
     errors.append("steps must be >= 1 and every eval_steps in [1, steps)")
   errors += [f"{key} must be >= 0" for key in ("capacity_steps", "population_size") if c[key] < 0]
-  unknown = sorted(set(skipped_metrics(c)) - set(evaluate.OTHER_METRIC_GROUPS))
+  unknown = sorted(set(skipped_metrics(c)) - set(suite.DEFAULT_METRIC_GROUPS))
   errors += [f"skip_metrics names unknown metric(s) {unknown}; choose from "
-             f"{list(evaluate.OTHER_METRIC_GROUPS)}"] if unknown else []
+             f"{list(suite.DEFAULT_METRIC_GROUPS)}"] if unknown else []
   defaults = base_defaults()
   errors += [f"base.{key} is set by the sweep (its grid, seeds or steps), not in base"
              for key in SWEEP_KEYS if _get(c.base, key) != _get(defaults, key)]
