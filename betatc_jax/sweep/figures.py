@@ -19,7 +19,7 @@ COLORS = [f"C{i}" for i in range(10)]
 METRIC_TITLES = {"mig": "MIG", "sap_score": "SAP", "modularity": "modularity",
                  "explicitness": "explicitness", "beta_vae_score": "β-VAE score",
                  "factorvae_score": "FactorVAE score", "dci_disentanglement": "DCI dis.",
-                 "tc": "TC"}
+                 "irs": "IRS", "sap_score_continuous": "SAP (cont.)", "tc": "TC"}
 
 
 @contextlib.contextmanager

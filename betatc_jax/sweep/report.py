@@ -41,7 +41,8 @@ from betatc_jax.sweep.running import evaluations
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OTHER_METRICS = ("sap_score", "modularity", "explicitness", "beta_vae_score", "factorvae_score",
-                 "dci_disentanglement")
+                 "dci_disentanglement", "dci_completeness", "dci_informativeness", "irs",
+                 "sap_score_continuous", "gaussian_total_correlation", "mutual_info_score")
 CSV_COLUMNS = ("method", "param", "value", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
                "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "udr", "udr_spearman",
                "train_seconds", "frozen_at_step")
