@@ -10,9 +10,11 @@ training (``config.eval.at_end``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import pathlib
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -107,10 +109,11 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   and explicitness, β-VAE score, the unsupervised scores, IRS: ~30 s at 92k
   points), False only the paper's (MIG and the ELBO decomposition), and a
   collection of ``OTHER_METRIC_GROUPS`` names those groups (the downstream
-  tasks and fairness only by name); the metrics not computed are None.
-  ``progress`` shows a bar over the phases (encoding and the ELBO
-  decomposition, MIG, the other metrics, the plots). ``extra`` entries
-  (e.g. a population's UDR) join the result and eval.json.
+  tasks, fairness and DCI-ES only by name); the metrics not computed are
+  None. ``eval_seconds`` holds each phase's wall time (encoding, the ELBO
+  decomposition, both MIGs, each metric group, the plots). ``progress``
+  shows a bar over the phases. ``extra`` entries (e.g. a population's UDR)
+  join the result and eval.json.
 
   A dataset without ground-truth factors (your own images) gets the ELBO
   decomposition, log p(x|z), the per-latent KL and the unsupervised scores
@@ -130,17 +133,21 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
 
   phases = logging_utils.PhaseBar(
       ["encoding, ELBO decomposition", "MIG", "other metrics", "plots"], enabled=progress)
+  seconds: dict[str, float] = {}
   mu, logvar, unsupervised = _unsupervised_metrics(model, params, dataset, keys[0], num_samples,
-                                                   config.objective.likelihood)
+                                                   config.objective.likelihood, seconds)
   decomposition, log_px, kl_per_dim = (unsupervised[k] for k in ("decomposition", "log_px",
                                                                  "kl_per_dim"))
   phases.next()
   exclude = (0,) if config.dataset.name in ("dsprites", "tfds:dsprites") else ()
-  mig = metrics.mig(mu, logvar, dataset.factors, dataset.factor_sizes, key=keys[1],
-                    num_samples=num_samples, exclude=exclude)
-  hist = metrics.mig_histogram(mu, dataset.factors, exclude=exclude)
+  with _timed(seconds, "mig"):
+    mig = metrics.mig(mu, logvar, dataset.factors, dataset.factor_sizes, key=keys[1],
+                      num_samples=num_samples, exclude=exclude)
+  with _timed(seconds, "mig_histogram"):
+    hist = metrics.mig_histogram(mu, dataset.factors, exclude=exclude)
   phases.next()
-  others = suite.other_metrics(mu, dataset, rng, groups)
+  others, group_seconds = suite.timed_other_metrics(mu, dataset, rng, groups)
+  seconds.update(group_seconds)
   phases.next()
 
   result = {
@@ -163,13 +170,26 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   }
   if workdir is not None:
     workdir = pathlib.Path(workdir)
+    with _timed(seconds, "plots"):
+      plotting.save_latent_vs_factor(workdir / "latent_vs_factor.png", mu, dataset,
+                                     np.flatnonzero(kl_per_dim > ACTIVE_KL))
+      plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
+                               kl_per_dim=kl_per_dim)
+  result["eval_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+  if workdir is not None:
     (workdir / "eval.json").write_text(json.dumps(result, indent=2))
-    plotting.save_latent_vs_factor(workdir / "latent_vs_factor.png", mu, dataset,
-                                   np.flatnonzero(kl_per_dim > ACTIVE_KL))
-    plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
-                             kl_per_dim=kl_per_dim)
   phases.close()
   return result
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], phase: str):
+  """Adds the wall time of the ``with`` block to ``seconds[phase]``."""
+  start = time.perf_counter()
+  try:
+    yield
+  finally:
+    seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
@@ -177,14 +197,20 @@ SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
 
 
 def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.Array,
-                          num_samples: int, likelihood: str) -> tuple[np.ndarray, np.ndarray, dict]:
+                          num_samples: int, likelihood: str,
+                          seconds: dict[str, float] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, dict]:
   """Posteriors of every image, the ELBO decomposition, log p(x|z) on its
-  sampled points and the per-latent KL: (mu, logvar, {...})."""
-  mu, logvar = encode_dataset(model, params, dataset.images)
-  decomposition = metrics.elbo_decomposition(mu, logvar, key=key, num_samples=num_samples)
-  x = jnp.asarray(dataset.images[decomposition["rows"]], jnp.float32) / 255.0
-  decoded = model.apply({"params": params}, jnp.asarray(decomposition["z"]), method="decode")
-  log_px = -float(jnp.mean(losses.reconstruction_nll(x, decoded, likelihood)))
+  sampled points and the per-latent KL: (mu, logvar, {...}); the phases'
+  wall times are added to ``seconds`` (``encoding``, ``elbo_decomposition``)."""
+  seconds = {} if seconds is None else seconds
+  with _timed(seconds, "encoding"):
+    mu, logvar = encode_dataset(model, params, dataset.images)
+  with _timed(seconds, "elbo_decomposition"):
+    decomposition = metrics.elbo_decomposition(mu, logvar, key=key, num_samples=num_samples)
+    x = jnp.asarray(dataset.images[decomposition["rows"]], jnp.float32) / 255.0
+    decoded = model.apply({"params": params}, jnp.asarray(decomposition["z"]), method="decode")
+    log_px = -float(jnp.mean(losses.reconstruction_nll(x, decoded, likelihood)))
   kl_per_dim = 0.5 * np.mean(mu ** 2 + np.exp(logvar) - 1 - logvar, axis=0)
   return mu, logvar, {"decomposition": decomposition, "log_px": log_px, "kl_per_dim": kl_per_dim}
 
@@ -275,7 +301,9 @@ def format_table(result: dict[str, Any]) -> str:
           ("IRS", result.get("irs")),
           ("downstream acc. 10k", result.get("downstream_accuracy_10000")),
           ("strong gen. gap", result.get("strong_generalization_gap")),
-          ("fairness (mean)", result.get("fairness")), ("modularity", result.get("modularity")),
+          ("fairness (mean)", result.get("fairness")),
+          ("DCI-ES explicitness", result.get("dci_es_explicitness")),
+          ("DCI-ES size", result.get("dci_es_size")), ("modularity", result.get("modularity")),
           ("explicitness", result.get("explicitness")),
           ("β-VAE score", result.get("beta_vae_score")),
           ("Gaussian TC of means", result.get("gaussian_total_correlation")),
@@ -341,5 +369,5 @@ if __name__ == "__main__":
   flags.DEFINE_bool("no_progress", False, "No phase bar.")
   flags.DEFINE_string("metrics", "", "Comma-separated metric groups beyond MIG and the ELBO "
                       "terms (metrics.suite.OTHER_METRIC_GROUPS); default: all but downstream, "
-                      "strong_downstream and fairness.")
+                      "strong_downstream, fairness and dci_es.")
   app.run(main, flags_parser=cli.parse_flags)

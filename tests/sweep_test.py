@@ -143,11 +143,25 @@ def test_rerun_skips_finished_runs_and_a_larger_budget_continues_them(swept):
     ({"methods": "factorvae", "grids.factorvae": (-1.0,)}, "values >= 0"),
     ({"base.objective.dip_lambda_od": 2.0}, "base.objective.dip_lambda_od is set by the sweep"),
     ({"base.seed": 3}, "base.seed is set by the sweep"),
+    ({"skip_metrics": "fairness"}, "skip_metrics names unknown"),
+    ({"extra_metrics": "dci_es,fairnes"}, r"extra_metrics names unknown metric\(s\) \['fairnes'\]"),
 ])
 def test_bad_sweep_configs_are_refused_before_any_work(tmp_path, overrides, match):
   with pytest.raises(ValueError, match=match):
     grid.validate(small_sweep(tmp_path, **overrides))
   assert not (tmp_path / "runs").exists()
+
+
+def test_the_final_metrics_are_the_defaults_less_skipped_plus_extra(tmp_path):
+  from betatc_jax.metrics import suite
+  c = small_sweep(tmp_path, other_metrics=True, skip_metrics="modularity",
+                  extra_metrics="dci_es, fairness")
+  assert grid.final_metrics(c) == tuple(
+      g for g in suite.OTHER_METRIC_GROUPS
+      if g in {"dci_es", "fairness"} or (g in suite.DEFAULT_METRIC_GROUPS and g != "modularity"))
+  c.other_metrics = False
+  assert grid.final_metrics(c) == ("fairness", "dci_es")
+  assert set(suite.OTHER_METRICS) <= set(report.CSV_COLUMNS)
 
 
 @pytest.mark.parametrize("flag,message", [

@@ -124,6 +124,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.host_data = False                  # gather batches on the host (vmapped mode)
   c.other_metrics = True               # FactorVAE, DCI, SAP, ... at `steps`
   c.skip_metrics = ""                  # of those, these not (metrics.suite.DEFAULT_METRIC_GROUPS)
+  c.extra_metrics = ""                 # and these besides (downstream, strong_downstream, fairness, dci_es)
   c.export = True                      # each run's final checkpoint in its own workdir
   c.timing_log = ""                    # append a JSON line per milestone to this file
   c.base = base_defaults()
@@ -134,11 +135,18 @@ def skipped_metrics(c: ml_collections.ConfigDict) -> list[str]:
   return [m.strip() for m in c.skip_metrics.split(",") if m.strip()]
 
 
+def extra_metrics(c: ml_collections.ConfigDict) -> list[str]:
+  return [m.strip() for m in c.extra_metrics.split(",") if m.strip()]
+
+
 def final_metrics(c: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The other metrics (``metrics.suite.DEFAULT_METRIC_GROUPS``) evaluated at ``steps``."""
-  if not c.other_metrics:
-    return ()
-  return tuple(g for g in suite.DEFAULT_METRIC_GROUPS if g not in skipped_metrics(c))
+  """The other metric groups evaluated at ``steps``: with ``other_metrics``,
+  ``metrics.suite.DEFAULT_METRIC_GROUPS`` less ``skip_metrics``, plus
+  ``extra_metrics``."""
+  chosen = set(extra_metrics(c))
+  if c.other_metrics:
+    chosen |= set(suite.DEFAULT_METRIC_GROUPS) - set(skipped_metrics(c))
+  return tuple(g for g in suite.OTHER_METRIC_GROUPS if g in chosen)
 
 
 def method_names(c: ml_collections.ConfigDict) -> list[str]:
@@ -183,6 +191,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   unknown = sorted(set(skipped_metrics(c)) - set(suite.DEFAULT_METRIC_GROUPS))
   errors += [f"skip_metrics names unknown metric(s) {unknown}; choose from "
              f"{list(suite.DEFAULT_METRIC_GROUPS)}"] if unknown else []
+  unknown = sorted(set(extra_metrics(c)) - set(suite.OTHER_METRIC_GROUPS))
+  errors += [f"extra_metrics names unknown metric(s) {unknown}; choose from "
+             f"{list(suite.OTHER_METRIC_GROUPS)}"] if unknown else []
   defaults = base_defaults()
   errors += [f"base.{key} is set by the sweep (its grid, seeds or steps), not in base"
              for key in SWEEP_KEYS if _get(c.base, key) != _get(defaults, key)]

@@ -34,15 +34,14 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from betatc_jax.metrics import suite
 from betatc_jax.sweep import figures, grid
 from betatc_jax.sweep.figures import METRIC_TITLES
 from betatc_jax.sweep.grid import BETA_METHODS, LABELS, METHODS
 from betatc_jax.sweep.running import evaluations
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-OTHER_METRICS = ("sap_score", "modularity", "explicitness", "beta_vae_score", "factorvae_score",
-                 "dci_disentanglement", "dci_completeness", "dci_informativeness", "irs",
-                 "sap_score_continuous", "gaussian_total_correlation", "mutual_info_score")
+OTHER_METRICS = suite.OTHER_METRICS
 CSV_COLUMNS = ("method", "param", "value", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
                "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "udr", "udr_spearman",
                "train_seconds", "frozen_at_step")
