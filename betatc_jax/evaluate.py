@@ -102,7 +102,8 @@ def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
 def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTruthDataset, *,
                     step: int, workdir: pathlib.Path | None = None,
                     other_metrics: bool | Collection[str] = True, progress: bool = False,
-                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                    extra: dict[str, Any] | None = None, density: str = "grid"
+                    ) -> dict[str, Any]:
   """All metrics of ``params`` on ``dataset``; writes eval.json and plots if
   ``workdir`` is given. ``other_metrics``: True computes the
   ``metrics.suite.DEFAULT_METRIC_GROUPS`` (FactorVAE, DCI, SAP, modularity
@@ -113,7 +114,8 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
   None. ``eval_seconds`` holds each phase's wall time (encoding, the ELBO
   decomposition, both MIGs, each metric group, the plots). ``progress``
   shows a bar over the phases. ``extra`` entries (e.g. a population's UDR)
-  join the result and eval.json.
+  join the result and eval.json. ``density``: how MIG and the decomposition
+  take the per-latent mixture densities, "grid" or "exact" (``metrics.mig``).
 
   A dataset without ground-truth factors (your own images) gets the ELBO
   decomposition, log p(x|z), the per-latent KL and the unsupervised scores
@@ -135,14 +137,14 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
       ["encoding, ELBO decomposition", "MIG", "other metrics", "plots"], enabled=progress)
   seconds: dict[str, float] = {}
   mu, logvar, unsupervised = _unsupervised_metrics(model, params, dataset, keys[0], num_samples,
-                                                   config.objective.likelihood, seconds)
+                                                   config.objective.likelihood, seconds, density)
   decomposition, log_px, kl_per_dim = (unsupervised[k] for k in ("decomposition", "log_px",
                                                                  "kl_per_dim"))
   phases.next()
   exclude = (0,) if config.dataset.name in ("dsprites", "tfds:dsprites") else ()
   with _timed(seconds, "mig"):
     mig = metrics.mig(mu, logvar, dataset.factors, dataset.factor_sizes, key=keys[1],
-                      num_samples=num_samples, exclude=exclude)
+                      num_samples=num_samples, exclude=exclude, density=density)
   with _timed(seconds, "mig_histogram"):
     hist = metrics.mig_histogram(mu, dataset.factors, exclude=exclude)
   phases.next()
@@ -163,6 +165,7 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
       **{k: decomposition[k] for k in ("mi", "tc", "dim_kl", "kl")},
       "kl_per_dim": np.round(kl_per_dim, 4).tolist(),
       "active_latents": int(np.sum(kl_per_dim > ACTIVE_KL)),
+      "density_max_error": max(mig["density_max_error"], decomposition["density_max_error"]),
       **others,
       "num_points": len(dataset),
       "num_samples": num_samples,
@@ -198,7 +201,7 @@ SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
 
 def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.Array,
                           num_samples: int, likelihood: str,
-                          seconds: dict[str, float] | None = None
+                          seconds: dict[str, float] | None = None, density: str = "grid"
                           ) -> tuple[np.ndarray, np.ndarray, dict]:
   """Posteriors of every image, the ELBO decomposition, log p(x|z) on its
   sampled points and the per-latent KL: (mu, logvar, {...}); the phases'
@@ -207,7 +210,8 @@ def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.A
   with _timed(seconds, "encoding"):
     mu, logvar = encode_dataset(model, params, dataset.images)
   with _timed(seconds, "elbo_decomposition"):
-    decomposition = metrics.elbo_decomposition(mu, logvar, key=key, num_samples=num_samples)
+    decomposition = metrics.elbo_decomposition(mu, logvar, key=key, num_samples=num_samples,
+                                               density=density)
     x = jnp.asarray(dataset.images[decomposition["rows"]], jnp.float32) / 255.0
     decoded = model.apply({"params": params}, jnp.asarray(decomposition["z"]), method="decode")
     log_px = -float(jnp.mean(losses.reconstruction_nll(x, decoded, likelihood)))

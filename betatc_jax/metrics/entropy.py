@@ -50,11 +50,18 @@ def _chunk_sums(z_t, mu_t, logvar_t, valid, bound, with_joint: bool):
   marginal = jnp.sum(jnp.exp(log_q), axis=-1)
   if not with_joint:
     return marginal, None
+  return marginal, _chunk_joint(z_t, mu_t, logvar_t, valid)
+
+
+@jax.jit
+def _chunk_joint(z_t, mu_t, logvar_t, valid):
+  """One pool chunk's exact joint logsumexp_c Σ_d log q: [S] (its max is over
+  an [S, C] array, cheap; the marginals are not needed for it)."""
   norm = jnp.where(valid[None], -0.5 * (_LOG_2PI + logvar_t), -jnp.inf)
   inv_var = jnp.exp(-logvar_t)
   joint = sum(norm[d][None, :] - 0.5 * jnp.square(z_t[d][:, None] - mu_t[d][None, :])
               * inv_var[d][None, :] for d in range(z_t.shape[0]))      # [S, C], one fused loop
-  return marginal, jax.nn.logsumexp(joint, axis=-1)
+  return jax.nn.logsumexp(joint, axis=-1)
 
 
 @jax.jit
@@ -84,6 +91,31 @@ def _exact(z: np.ndarray, chunks) -> np.ndarray:
   return np.asarray(marginal).T
 
 
+def joint_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
+                      chunk: int = DEFAULT_CHUNK) -> np.ndarray:
+  """log (1/P) Σ_p q(z_s | x_p), the joint mixture density alone: [S] float32
+  (z: [S, D]; mu, logvar: [P, D]). One exp per (point, pool row), where the
+  marginals need D."""
+  z, mu, logvar = (np.asarray(a, np.float32) for a in (z, mu, logvar))
+  chunks = _pool_chunks(mu, logvar, min(chunk, len(mu)))
+  log_joint = np.empty(len(z), np.float32)
+  for s0, z_t, n in _sample_chunks(z):
+    acc = jnp.full(z_t.shape[1:], -jnp.inf)
+    for mu_c, lv_c, valid_c in chunks:
+      acc = jnp.logaddexp(acc, _chunk_joint(z_t, mu_c, lv_c, valid_c))
+    log_joint[s0:s0 + n] = np.asarray(acc)[:n]
+  return log_joint - math.log(len(mu))
+
+
+def _sample_chunks(z: np.ndarray):
+  """(start, [D, chunk] device block padded to one size, rows used) over z: [S, D]."""
+  n_sample_chunks = -(-len(z) // MAX_SAMPLE_CHUNK)
+  sample_chunk = -(-len(z) // n_sample_chunks)                         # little padding
+  for s0 in range(0, len(z), sample_chunk):
+    yield s0, jnp.asarray(_pad(z[s0:s0 + sample_chunk], sample_chunk).T), min(
+        sample_chunk, len(z) - s0)
+
+
 def mixture_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
                         chunk: int = DEFAULT_CHUNK, with_joint: bool = True
                         ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -103,12 +135,9 @@ def mixture_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
   chunks = _pool_chunks(mu, logvar, min(chunk, p))
   norm = -0.5 * (_LOG_2PI + logvar.astype(np.float64))                 # [P, D]
   bound = norm.max(0).astype(np.float32)                               # [D]
-  n_sample_chunks = -(-s // MAX_SAMPLE_CHUNK)
-  sample_chunk = -(-s // n_sample_chunks)                              # little padding
   sums_m = np.empty((s, z.shape[1]), np.float32)
   log_joint = np.empty(s, np.float32)
-  for s0 in range(0, s, sample_chunk):
-    z_t = jnp.asarray(_pad(z[s0:s0 + sample_chunk], sample_chunk).T)
+  for s0, z_t, n in _sample_chunks(z):
     acc_m = jnp.zeros(z_t.shape)
     acc_j = jnp.full(z_t.shape[1:], -jnp.inf)
     for mu_c, lv_c, valid_c in chunks:
@@ -116,14 +145,13 @@ def mixture_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray,
       acc_m = acc_m + m
       if with_joint:
         acc_j = jnp.logaddexp(acc_j, j)
-    n = min(sample_chunk, s - s0)
     sums_m[s0:s0 + n] = np.asarray(acc_m).T[:n]
     log_joint[s0:s0 + n] = np.asarray(acc_j)[:n]
   with np.errstate(divide="ignore"):
     marginal = np.log(sums_m) + bound
   redo = np.flatnonzero((sums_m < _UNDERFLOW).any(1))
-  for r0 in range(0, len(redo), sample_chunk):
-    rows = redo[r0:r0 + sample_chunk]
+  for r0 in range(0, len(redo), MAX_SAMPLE_CHUNK):
+    rows = redo[r0:r0 + MAX_SAMPLE_CHUNK]
     marginal[rows] = _exact(z[rows], chunks)
   log_p = math.log(p)
   return marginal - log_p, (log_joint - log_p if with_joint else None)
@@ -135,4 +163,4 @@ def sample_posterior(key: jax.Array, mu: np.ndarray, logvar: np.ndarray) -> np.n
   return (mu + np.exp(0.5 * logvar) * eps).astype(np.float32)
 
 
-__all__ = ["mixture_log_density", "sample_posterior", "DEFAULT_CHUNK"]
+__all__ = ["mixture_log_density", "joint_log_density", "sample_posterior", "DEFAULT_CHUNK"]

@@ -1,0 +1,125 @@
+"""Per-dimension mixture log densities from a grid: the same values as
+``entropy.mixture_log_density``'s marginals at a fraction of the cost.
+
+For one code dimension j, log q_pool(z_j) is a smooth function of one
+variable: each of its P components is a Gaussian of width at least
+σ_min = min_p exp(logvar_pj / 2), so nothing in it varies on a scale below
+σ_min. It is computed exactly (a streaming logsumexp over the pool) on a
+grid of spacing h = σ_min / ``points_per_width`` spanning the sample
+points, and a cubic spline through those values gives it at the S points.
+A dimension whose grid would not be smaller than half its points is
+computed exactly at the points instead. The work falls from S · P per
+dimension to G · P with G the grid's size: a few hundred points for a
+collapsed latent (σ ≈ 1), a few thousand for an informative one.
+
+Every call checks itself: the exact values at ``num_checks`` of the points
+(evenly spaced in their order, so no random draw is spent), against the
+spline's, give ``max_error`` (nats); a
+dimension that misses ``tolerance`` there is recomputed exactly at every
+point, so the error seen on the checked points never exceeds it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.interpolate import CubicSpline
+
+from betatc_jax.metrics.entropy import mixture_log_density
+
+_LOG_2PI = math.log(2 * math.pi)
+GRID_BLOCK = 256            # grid points per compiled call
+POOL_CHUNK = 2048           # pool rows per scanned step
+
+
+@jax.jit
+def _grid_block_log_density(grid, mu_t, logvar_t, valid, dim):
+  """Exact log Σ_p N(g; mu_pj, exp(logvar_pj)) for a block of grid points
+  g: [GRID_BLOCK] of dimension ``dim``; mu_t, logvar_t: [D, n, POOL_CHUNK]
+  (the pool, dims first, in chunks), valid: [n, POOL_CHUNK]."""
+  def step(carry, chunk):
+    top, total = carry
+    mu_c, lv_c, valid_c = chunk
+    log_terms = jnp.where(valid_c[None], -0.5 * (_LOG_2PI + lv_c)[None] - 0.5 * jnp.square(
+        grid[:, None] - mu_c[None]) * jnp.exp(-lv_c)[None], -jnp.inf)       # [G, C]
+    new_top = jnp.maximum(top, log_terms.max(1))
+    total = total * jnp.exp(top - new_top) + jnp.exp(log_terms - new_top[:, None]).sum(1)
+    return (new_top, total), None
+
+  start = (jnp.full(grid.shape, -jnp.inf), jnp.zeros(grid.shape))
+  (top, total), _ = jax.lax.scan(step, start, (mu_t[dim], logvar_t[dim], valid))
+  return top + jnp.log(total)
+
+
+def _pool_device_arrays(mu: np.ndarray, logvar: np.ndarray):
+  n = -(-len(mu) // POOL_CHUNK)
+  pad = n * POOL_CHUNK - len(mu)
+  shape = (mu.shape[1], n, POOL_CHUNK)
+  mu_t = np.pad(mu, ((0, pad), (0, 0))).T.reshape(shape)
+  logvar_t = np.pad(logvar, ((0, pad), (0, 0))).T.reshape(shape)
+  valid = (np.arange(n * POOL_CHUNK) < len(mu)).reshape(n, POOL_CHUNK)
+  return jnp.asarray(mu_t), jnp.asarray(logvar_t), jnp.asarray(valid)
+
+
+def _grid_of(points: np.ndarray, spacing: float, max_size: int) -> np.ndarray | None:
+  """[G] float64: spacing-apart points from just below min(points) to just
+  above max(points), G a multiple of GRID_BLOCK; None if G > max_size."""
+  if not spacing > 0:
+    return None
+  low = float(points.min()) - spacing
+  count = math.ceil((float(points.max()) + spacing - low) / spacing) + 1
+  count = -(-count // GRID_BLOCK) * GRID_BLOCK
+  return low + spacing * np.arange(count) if count <= max_size else None
+
+
+def marginal_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, *,
+                         points_per_width: float = 4.0,
+                         num_checks: int = 256, tolerance: float = 1e-3
+                         ) -> tuple[np.ndarray, dict[str, float]]:
+  """log q_pool(z_sj) per dimension (module docstring), as
+  ``entropy.mixture_log_density(z, mu, logvar, with_joint=False)[0]``.
+
+  Args:
+    z: [S, D] points.
+    mu, logvar: [P, D] the pool's posteriors.
+    points_per_width: grid points per σ_min.
+    num_checks: points where the spline is checked against the exact value.
+    tolerance: nats; a dimension whose checked error exceeds it is exact.
+
+  Returns:
+    (marginal [S, D] float32, {``max_error``: the largest checked error
+    (nats) of the values returned, ``grid_fraction``: the grid's work over
+    the exact S · D's}).
+  """
+  z, mu, logvar = (np.asarray(a, np.float32) for a in (z, mu, logvar))
+  s, d_count = z.shape
+  checks = np.unique(np.linspace(0, s - 1, min(num_checks, s)).astype(int))
+  exact_at_checks = mixture_log_density(z[checks], mu, logvar, with_joint=False)[0]
+  pool = _pool_device_arrays(mu, logvar)
+  out = np.empty((s, d_count), np.float32)
+  worst, work = 0.0, 0
+  log_p = math.log(len(mu))
+  for d in range(d_count):
+    grid = _grid_of(z[:, d], float(np.exp(0.5 * logvar[:, d].min())) / points_per_width,
+                    max_size=s // 2)
+    spline = None
+    if grid is not None:
+      values = np.concatenate([np.asarray(_grid_block_log_density(
+          jnp.asarray(block, jnp.float32), *pool, d)) for block in grid.reshape(-1, GRID_BLOCK)])
+      spline = CubicSpline(grid, values.astype(np.float64) - log_p)
+      error = float(np.max(np.abs(spline(z[checks, d]) - exact_at_checks[:, d])))
+    if spline is None or not error <= tolerance:
+      out[:, d] = mixture_log_density(z[:, d:d + 1], mu[:, d:d + 1], logvar[:, d:d + 1],
+                                      with_joint=False)[0][:, 0]
+      work += s
+      continue
+    out[:, d] = spline(z[:, d])
+    worst, work = max(worst, error), work + len(grid)
+  return out, {"max_error": worst, "grid_fraction": work / (s * d_count)}
+
+
+__all__ = ["marginal_log_density"]
