@@ -35,7 +35,7 @@ dataset must hold every combination once (``GridIndex``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -63,12 +63,19 @@ class GridIndex:
     return self._rows[np.ravel_multi_index(tuple(np.asarray(labels).T), self.sizes)]
 
 
+class ConstantClassifier(NamedTuple):
+  """What a training set of one class fits: that class, for every point."""
+  label: int
+
+  def predict(self, x: np.ndarray) -> np.ndarray:
+    return np.full(len(x), self.label)
+
+
 def _fit(predictor: str, x: np.ndarray, y: np.ndarray, num_classes: int,
          rng: np.random.Generator) -> Any:
   """A fitted classifier with ``predict``; one class in ``y`` predicts it."""
   if len(np.unique(y)) == 1:
-    constant = int(y[0])
-    return type("Constant", (), {"predict": staticmethod(lambda x: np.full(len(x), constant))})
+    return ConstantClassifier(int(y[0]))
   if predictor == "logistic":
     return fit_softmax_regression(x, y, num_classes)
   if predictor == "boosted_trees":
