@@ -101,7 +101,8 @@ def _evaluation() -> ml_collections.ConfigDict:
 def _selection() -> ml_collections.ConfigDict:
   """Choosing the seed without labels (betatc_jax.selection): train
   ``members`` candidate seeds for ``steps`` steps, continue the one with the
-  highest UDR."""
+  highest UDR. Off by default: for the default config, 6 candidates at
+  1,000 steps did no better than one seed (results/cpu_selection/NOTES.md)."""
   selection = ml_collections.ConfigDict()
   selection.members = 0         # 0: off; K >= 2 candidates
   selection.steps = 1_000

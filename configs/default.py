@@ -22,6 +22,14 @@ code stays low. Other CPUs can give other numbers for the same seed
 (float32 rounding; training is chaotic: another 2-core EPYC gave MIG 0.204
 for seed 0): compare ranges over seeds.
 
+Choosing the seed without labels does not fix that at this budget:
+--config.selection.members=6 --config.selection.steps=1000 (six seeds
+trained together for 1,000 steps, the one with the highest UDR continued
+to 7,000) gave MIG 0.112 / 0.208 / 0.193 / 0.097 / 0.166 for base seeds
+0-4 (mean 0.155, none >= 0.30) in 7.5 to 9.2 minutes each on a Zen 5
+EPYC; at 1,000 steps UDR hardly separates the candidates
+(results/cpu_selection/NOTES.md). So the default trains one seed.
+
 Departures from the paper (Chen et al. 2018, configs/dsprites_paper.py),
 each measured in results/cpu_search/NOTES.md:
   - batch 64 instead of 2048, 7,000 steps (448,000 images, ~2.4 passes over
