@@ -5,7 +5,7 @@ one process on the same checkpoint.
   .venv/bin/python benchmarks/eval_speed.py --workdir workdirs/default
 
 Writes nothing into the workdir. Prints each phase's seconds both ways
-(``eval.json``'s ``eval_seconds``), the numbers that must agree (MIG, TC,
+(``eval.json``'s ``phase_seconds``), the numbers that must agree (MIG, TC,
 ...), and a final line `ratio eval_exact/grid=X mig_exact/grid=Y`. The
 default metrics are computed; ``--metrics=`` for only MIG and the ELBO
 decomposition. Compilation is paid by a first, discarded evaluation with
@@ -43,7 +43,7 @@ def main():
     results[density] = evaluate.evaluate_params(config, params, dataset, step=step,
                                                 other_metrics=groups, density=density)
     totals[density] = time.perf_counter() - start
-  exact, grid = (results[d]["eval_seconds"] for d in ("exact", "grid"))
+  exact, grid = (results[d]["phase_seconds"] for d in ("exact", "grid"))
   print(f"{'phase':<22}{'exact s':>9}{'grid s':>9}")
   for phase in exact:
     print(f"{phase:<22}{exact[phase]:>9.2f}{grid[phase]:>9.2f}")

@@ -4,10 +4,10 @@ for a 2-core CPU (the search is in results/cpu_search/).
 Command:
   .venv/bin/python train.py --config configs/default.py --workdir workdirs/default
 
-Expect: 4.6 to 7.5 minutes on 2 CPU cores (AMD EPYC: 4 min 36 s on a Zen
-5, 7 min 21 s on an older one): 3 min 16 s to 5 min 40 s of training
-(7,000 steps at 36 to 21 steps/s; the first run also renders and caches the
-dataset, ~10 s), then 1.1 to 1.6 min of evaluation. metrics.jsonl,
+Expect: about 4.7 minutes on 2 CPU cores of an AMD EPYC Zen 5 (4 min 42 s):
+3 min 39 s of training (7,000 steps at ~32 steps/s; 5 min 33 s at 21
+steps/s on an older EPYC; the first run also renders and caches the
+dataset, ~10 s), then 51 s of evaluation. metrics.jsonl,
 TensorBoard events, checkpoints, PNGs and eval.json land in the workdir.
 The logged loss ends near 710 and tc near 113: MWS's constant offsets
 (docs/training.md); eval.json's TC is the dataset-level one (1.6 for seed

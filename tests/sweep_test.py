@@ -79,6 +79,7 @@ def test_outputs_match_each_runs_evaluation(swept):
     result = json.loads((base / "runs" / "members" / f"{row['method']}_beta4_seed0" / "evals" /
                          "step_000004.json").read_text())
     assert int(row["steps"]) == result["step"] == 4
+    assert result["eval_seconds"] > 0 and result["phase_seconds"]["mig"] > 0   # total, per phase
     for key in ("mig", "mig_with_shape", "tc", "mi", "dim_kl", "log_px"):
       assert float(row[key]) == pytest.approx(result[key], rel=1e-5), key
   latents = read_csv(base / "out" / "latents.csv")
