@@ -82,7 +82,7 @@ def _jit_encoder(model):
       {"params": params}, batch.astype(jnp.float32) / 255.0, method="encode"))
 
 
-def encode_dataset(model, params, images: np.ndarray, batch_size: int = 2048
+def encode_dataset(model, params, images: np.ndarray, batch_size: int = 1024
                    ) -> tuple[np.ndarray, np.ndarray]:
   """Posterior (mu, logvar) of every image: uint8 [N, H, W, C] -> 2 × [N, D]."""
   encode = _jit_encoder(model)
@@ -224,11 +224,13 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
                               extra: dict[str, Any] | None = None) -> dict[str, Any]:
   model = state.make_model(config, dataset.observation_shape)
   key = jax.random.split(jax.random.key(config.seed + 7), 3)[0]
+  seconds: dict[str, float] = {}
   mu, _, u = _unsupervised_metrics(model, params, dataset, key, config.eval.num_samples,
-                                   config.objective.likelihood)
+                                   config.objective.likelihood, seconds)
   decomposition, kl_per_dim = u["decomposition"], u["kl_per_dim"]
-  scores = suite.other_metrics(mu, dataset, np.random.default_rng(config.seed + 7),
-                               ("unsupervised",))
+  scores, group_seconds = suite.timed_other_metrics(
+      mu, dataset, np.random.default_rng(config.seed + 7), ("unsupervised",))
+  seconds.update(group_seconds)
   result = {
       "step": int(step),
       "log_px": u["log_px"],
@@ -236,6 +238,7 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
       **{k: decomposition[k] for k in ("mi", "tc", "dim_kl", "kl")},
       "kl_per_dim": np.round(kl_per_dim, 4).tolist(),
       "active_latents": int(np.sum(kl_per_dim > ACTIVE_KL)),
+      "density_max_error": decomposition["density_max_error"],
       **dict.fromkeys(SUPERVISED),
       **{k: scores[k] for k in UNSUPERVISED_SCORES},
       "not_applicable": {"metrics": list(SUPERVISED),
@@ -246,10 +249,13 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
   }
   if workdir is not None:
     workdir = pathlib.Path(workdir)
+    with _timed(seconds, "plots"):
+      plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
+                               latent_order=np.argsort(-kl_per_dim, kind="stable"),
+                               kl_per_dim=kl_per_dim)
+  result["phase_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+  if workdir is not None:
     (workdir / "eval.json").write_text(json.dumps(result, indent=2))
-    plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
-                             latent_order=np.argsort(-kl_per_dim, kind="stable"),
-                             kl_per_dim=kl_per_dim)
   return result
 
 

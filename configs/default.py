@@ -4,10 +4,10 @@ for a 2-core CPU (the search is in results/cpu_search/).
 Command:
   .venv/bin/python train.py --config configs/default.py --workdir workdirs/default
 
-Expect: about 4.7 minutes on 2 CPU cores of an AMD EPYC Zen 5 (4 min 42 s):
-3 min 39 s of training (7,000 steps at ~32 steps/s; 5 min 33 s at 21
+Expect: about 4.5 minutes on 2 CPU cores of an AMD EPYC Zen 5 (4 min 27 s):
+3 min 41 s of training (7,000 steps at ~32 steps/s; 5 min 33 s at 21
 steps/s on an older EPYC; the first run also renders and caches the
-dataset, ~10 s), then 51 s of evaluation. metrics.jsonl,
+dataset, ~10 s), then 34 s of evaluation. metrics.jsonl,
 TensorBoard events, checkpoints, PNGs and eval.json land in the workdir.
 The logged loss ends near 710 and tc near 113: MWS's constant offsets
 (docs/training.md); eval.json's TC is the dataset-level one (1.6 for seed

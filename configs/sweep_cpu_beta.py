@@ -5,15 +5,15 @@ of the default's setting (the paper's MLP, Bernoulli, B = 64, the
 184,320-image sub-grid), 1,500 steps, evaluated at the end: MIG at
 S = 2,000 (shape excluded), each factor's MIG, the ELBO decomposition, UDR
 among each cell's seeds, FactorVAE score, DCI, SAP and the β-VAE score
-(modularity and explicitness are skipped: their logistic regressions cost
-more than the rest of the evaluation together).
+(modularity and explicitness are skipped, as in the results committed
+from it).
 
 Command:
   .venv/bin/python -m betatc_jax.sweep --config configs/sweep_cpu_beta.py
 
-Expect: about 2 hours on 2 CPU cores (AMD EPYC): ~1 h of training (each
-run at its single-run speed, ~28 ms a step) and ~1 h of evaluation
-(~40 s a run). The populations hold at most 26 runs (~8 GB resident). What
+Expect: under 2 hours on 2 CPU cores (AMD EPYC): ~1 h of training (each
+run at its single-run speed, ~28 ms a step) and up to ~40 minutes of
+evaluation (at most ~30 s a run). The populations hold at most 26 runs (~8 GB resident). What
 it gave is in results/cpu_beta/ (NOTES.md) and docs/results.md.
 """
 

@@ -96,6 +96,7 @@ def test_dataset_without_factors(evaluated):
               "mutual_info_score"):
     assert np.isfinite(result[key]), key
   assert result["num_points"] == 40 and len(result["kl_per_dim"]) == config.model.latent_dim
+  assert set(result["phase_seconds"]) == {"encoding", "elbo_decomposition", "unsupervised"}
 
 
 def test_other_metrics_chosen_by_name_keep_their_values(evaluated):

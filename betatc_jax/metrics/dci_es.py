@@ -7,8 +7,8 @@ carried down so that the curve never rises (ℓ_i ← min_{i' ≤ i} ℓ_i': a
 larger probe can do what a smaller one did), ℓ* = ℓ_n its lowest value and
 ℓ^b the loss of the best constant predictor (the baseline). Then
 
-    AULCC_k = ∫_{κ_1}^{κ_n} (ℓ(κ) − ℓ*) dκ      (trapezoids between the probes)
-    Z_k     = ½ (κ_n − κ_1) (ℓ^b − ℓ*)           (the triangle from ℓ^b at κ_1 to ℓ* at κ_n)
+    AULCC_k = ∫_{κ_1}^{κ_n} (ℓ(κ) − ℓ*) dκ    (trapezoids between the probes)
+    Z_k     = ½ (κ_n − κ_1) (ℓ^b − ℓ*)         (the triangle: ℓ^b at κ_1 to ℓ* at κ_n)
     E_k     = 1 − AULCC_k / Z_k,   explicitness = mean_k E_k
 
 E_k = 1 when the smallest probe already reaches the lowest loss, 0 when the

@@ -97,28 +97,31 @@ def marginal_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, *,
   """
   z, mu, logvar = (np.asarray(a, np.float32) for a in (z, mu, logvar))
   s, d_count = z.shape
-  checks = np.unique(np.linspace(0, s - 1, min(num_checks, s)).astype(int))
-  exact_at_checks = mixture_log_density(z[checks], mu, logvar, with_joint=False)[0]
-  pool = _pool_device_arrays(mu, logvar)
+  grids = {d: _grid_of(z[:, d], float(np.exp(0.5 * logvar[:, d].min())) / points_per_width,
+                       max_size=s // 2) for d in range(d_count)}
+  gridded = [d for d in range(d_count) if grids[d] is not None]
   out = np.empty((s, d_count), np.float32)
-  worst, work = 0.0, 0
-  log_p = math.log(len(mu))
-  for d in range(d_count):
-    grid = _grid_of(z[:, d], float(np.exp(0.5 * logvar[:, d].min())) / points_per_width,
-                    max_size=s // 2)
-    spline = None
-    if grid is not None:
+  worst, work, exact = 0.0, 0, [d for d in range(d_count) if grids[d] is None]
+  if gridded:
+    checks = np.unique(np.linspace(0, s - 1, min(num_checks, s)).astype(int))
+    at_checks = mixture_log_density(z[checks][:, gridded], mu[:, gridded], logvar[:, gridded],
+                                    with_joint=False)[0]
+    pool = _pool_device_arrays(mu, logvar)
+    for i, d in enumerate(gridded):
+      blocks = grids[d].reshape(-1, GRID_BLOCK)
       values = np.concatenate([np.asarray(_grid_block_log_density(
-          jnp.asarray(block, jnp.float32), *pool, d)) for block in grid.reshape(-1, GRID_BLOCK)])
-      spline = CubicSpline(grid, values.astype(np.float64) - log_p)
-      error = float(np.max(np.abs(spline(z[checks, d]) - exact_at_checks[:, d])))
-    if spline is None or not error <= tolerance:
-      out[:, d] = mixture_log_density(z[:, d:d + 1], mu[:, d:d + 1], logvar[:, d:d + 1],
-                                      with_joint=False)[0][:, 0]
-      work += s
-      continue
-    out[:, d] = spline(z[:, d])
-    worst, work = max(worst, error), work + len(grid)
+          jnp.asarray(block, jnp.float32), *pool, d)) for block in blocks])
+      spline = CubicSpline(grids[d], values.astype(np.float64) - math.log(len(mu)))
+      error = float(np.max(np.abs(spline(z[checks, d]) - at_checks[:, i])))
+      if not error <= tolerance:
+        exact.append(d)
+        continue
+      out[:, d] = spline(z[:, d])
+      worst, work = max(worst, error), work + len(grids[d])
+  if exact:
+    out[:, exact] = mixture_log_density(z[:, exact], mu[:, exact], logvar[:, exact],
+                                        with_joint=False)[0]
+  work += s * len(exact)
   return out, {"max_error": worst, "grid_fraction": work / (s * d_count)}
 
 

@@ -124,7 +124,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.host_data = False                  # gather batches on the host (vmapped mode)
   c.other_metrics = True               # FactorVAE, DCI, SAP, ... at `steps`
   c.skip_metrics = ""                  # of those, these not (metrics.suite.DEFAULT_METRIC_GROUPS)
-  c.extra_metrics = ""                 # and these besides (downstream, strong_downstream, fairness, dci_es)
+  c.extra_metrics = ""                 # and these besides (e.g. downstream, fairness, dci_es)
   c.export = True                      # each run's final checkpoint in its own workdir
   c.timing_log = ""                    # append a JSON line per milestone to this file
   c.base = base_defaults()
