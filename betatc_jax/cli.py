@@ -22,6 +22,11 @@ NON_FINITE = 1
 INTERRUPTED = 130
 
 
+def comma_names(text: str) -> list[str]:
+  """The comma-separated names of a flag's value, blanks dropped."""
+  return [m.strip() for m in text.split(",") if m.strip()]
+
+
 def one_line(error: BaseException | str) -> str:
   """The message of ``error`` on one line, in the user's terms.
 

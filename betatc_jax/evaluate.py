@@ -171,18 +171,28 @@ def evaluate_params(config: ml_collections.ConfigDict, params, dataset: GroundTr
       "num_samples": num_samples,
       **(extra or {}),
   }
-  if workdir is not None:
-    workdir = pathlib.Path(workdir)
-    with _timed(seconds, "plots"):
-      plotting.save_latent_vs_factor(workdir / "latent_vs_factor.png", mu, dataset,
-                                     np.flatnonzero(kl_per_dim > ACTIVE_KL))
-      plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
-                               kl_per_dim=kl_per_dim)
-  result["phase_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-  if workdir is not None:
-    (workdir / "eval.json").write_text(json.dumps(result, indent=2))
+
+  def plots(out: pathlib.Path) -> None:
+    plotting.save_latent_vs_factor(out / "latent_vs_factor.png", mu, dataset,
+                                   np.flatnonzero(kl_per_dim > ACTIVE_KL))
+    plotting.save_traversals(out / "traversals.png", model, params, dataset, config,
+                             kl_per_dim=kl_per_dim)
+
+  _finish(result, seconds, workdir, plots)
   phases.close()
   return result
+
+
+def _finish(result: dict[str, Any], seconds: dict[str, float],
+            workdir: str | pathlib.Path | None, plots) -> None:
+  """With a ``workdir``: ``plots(workdir)`` (timed as ``plots``), then
+  eval.json. ``result`` gets ``phase_seconds`` either way."""
+  if workdir is not None:
+    with _timed(seconds, "plots"):
+      plots(pathlib.Path(workdir))
+  result["phase_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+  if workdir is not None:
+    (pathlib.Path(workdir) / "eval.json").write_text(json.dumps(result, indent=2))
 
 
 @contextlib.contextmanager
@@ -200,13 +210,11 @@ SUPERVISED = ("mig", "mig_with_shape", "mig_histogram") + tuple(
 
 
 def _unsupervised_metrics(model, params, dataset: GroundTruthDataset, key: jax.Array,
-                          num_samples: int, likelihood: str,
-                          seconds: dict[str, float] | None = None, density: str = "grid"
-                          ) -> tuple[np.ndarray, np.ndarray, dict]:
+                          num_samples: int, likelihood: str, seconds: dict[str, float],
+                          density: str = "grid") -> tuple[np.ndarray, np.ndarray, dict]:
   """Posteriors of every image, the ELBO decomposition, log p(x|z) on its
   sampled points and the per-latent KL: (mu, logvar, {...}); the phases'
   wall times are added to ``seconds`` (``encoding``, ``elbo_decomposition``)."""
-  seconds = {} if seconds is None else seconds
   with _timed(seconds, "encoding"):
     mu, logvar = encode_dataset(model, params, dataset.images)
   with _timed(seconds, "elbo_decomposition"):
@@ -247,15 +255,9 @@ def _evaluate_without_factors(config, params, dataset: GroundTruthDataset, *, st
       "num_samples": config.eval.num_samples,
       **(extra or {}),
   }
-  if workdir is not None:
-    workdir = pathlib.Path(workdir)
-    with _timed(seconds, "plots"):
-      plotting.save_traversals(workdir / "traversals.png", model, params, dataset, config,
-                               latent_order=np.argsort(-kl_per_dim, kind="stable"),
-                               kl_per_dim=kl_per_dim)
-  result["phase_seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-  if workdir is not None:
-    (workdir / "eval.json").write_text(json.dumps(result, indent=2))
+  _finish(result, seconds, workdir, lambda out: plotting.save_traversals(
+      out / "traversals.png", model, params, dataset, config,
+      latent_order=np.argsort(-kl_per_dim, kind="stable"), kl_per_dim=kl_per_dim))
   return result
 
 
@@ -352,7 +354,7 @@ def command(workdir: str, progress: bool = True, metrics_names: str = "") -> dic
   table printed. ``metrics_names``: comma-separated ``OTHER_METRIC_GROUPS``
   ("" for the default ones)."""
   from betatc_jax import loop
-  names = [m.strip() for m in metrics_names.split(",") if m.strip()]
+  names = cli.comma_names(metrics_names)
   result = cli.run_command(lambda: evaluate_workdir(workdir, progress=progress,
                                                     other_metrics=names or True),
                            loop.TrainingInterrupted, loop.NonFiniteLossError,

@@ -26,7 +26,7 @@ import numpy as np
 
 from betatc_jax.estimators import gaussian_log_density
 from betatc_jax.metrics.entropy import DEFAULT_CHUNK, joint_log_density, sample_posterior
-from betatc_jax.metrics.mig import pool_marginal_log_density
+from betatc_jax.metrics.grid_density import pool_marginal_log_density
 
 
 def _log_normal(x, mu, logvar) -> np.ndarray:

@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from betatc_jax.metrics.entropy import mixture_log_density
+from betatc_jax.estimators import gaussian_log_density
+from betatc_jax.metrics.entropy import DEFAULT_CHUNK, mixture_log_density
 
-_LOG_2PI = math.log(2 * math.pi)
+DENSITIES = ("grid", "exact")
 GRID_BLOCK = 256            # grid points per compiled call
 POOL_CHUNK = 2048           # pool rows per scanned step
 
@@ -41,18 +42,14 @@ def _grid_block_log_density(grid, mu_t, logvar_t, valid, dim):
   """Exact log Σ_p N(g; mu_pj, exp(logvar_pj)) for a block of grid points
   g: [GRID_BLOCK] of dimension ``dim``; mu_t, logvar_t: [D, n, POOL_CHUNK]
   (the pool, dims first, in chunks), valid: [n, POOL_CHUNK]."""
-  def step(carry, chunk):
-    top, total = carry
+  def step(total, chunk):
     mu_c, lv_c, valid_c = chunk
-    log_terms = jnp.where(valid_c[None], -0.5 * (_LOG_2PI + lv_c)[None] - 0.5 * jnp.square(
-        grid[:, None] - mu_c[None]) * jnp.exp(-lv_c)[None], -jnp.inf)       # [G, C]
-    new_top = jnp.maximum(top, log_terms.max(1))
-    total = total * jnp.exp(top - new_top) + jnp.exp(log_terms - new_top[:, None]).sum(1)
-    return (new_top, total), None
+    log_terms = jnp.where(valid_c[None], gaussian_log_density(grid[:, None], mu_c[None],
+                                                              lv_c[None]), -jnp.inf)   # [G, C]
+    return jnp.logaddexp(total, jax.nn.logsumexp(log_terms, axis=1)), None
 
-  start = (jnp.full(grid.shape, -jnp.inf), jnp.zeros(grid.shape))
-  (top, total), _ = jax.lax.scan(step, start, (mu_t[dim], logvar_t[dim], valid))
-  return top + jnp.log(total)
+  total, _ = jax.lax.scan(step, jnp.full(grid.shape, -jnp.inf), (mu_t[dim], logvar_t[dim], valid))
+  return total
 
 
 def _pool_device_arrays(mu: np.ndarray, logvar: np.ndarray):
@@ -125,4 +122,19 @@ def marginal_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, *,
   return out, {"max_error": worst, "grid_fraction": work / (s * d_count)}
 
 
-__all__ = ["marginal_log_density"]
+def pool_marginal_log_density(z: np.ndarray, mu: np.ndarray, logvar: np.ndarray, *,
+                              density: str, chunk: int = DEFAULT_CHUNK
+                              ) -> tuple[np.ndarray, float]:
+  """(log q_pool(z_sj) [S, D], the largest checked error in nats: 0 when
+  exact) for points z [S, D] and a pool's posteriors mu, logvar [P, D]:
+  ``density="grid"`` from ``marginal_log_density``, ``"exact"`` from
+  ``entropy.mixture_log_density`` (``chunk`` pool rows per step)."""
+  if density == "exact":
+    return mixture_log_density(z, mu, logvar, chunk=chunk, with_joint=False)[0], 0.0
+  if density != "grid":
+    raise ValueError(f"density must be one of {DENSITIES}, got {density!r}.")
+  marginal, info = marginal_log_density(z, mu, logvar)
+  return marginal, info["max_error"]
+
+
+__all__ = ["marginal_log_density", "pool_marginal_log_density", "DENSITIES"]

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
+from betatc_jax import cli
 from betatc_jax import config as config_lib
 from betatc_jax import default_config, losses
 from betatc_jax.metrics import suite
@@ -132,11 +133,11 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def skipped_metrics(c: ml_collections.ConfigDict) -> list[str]:
-  return [m.strip() for m in c.skip_metrics.split(",") if m.strip()]
+  return cli.comma_names(c.skip_metrics)
 
 
 def extra_metrics(c: ml_collections.ConfigDict) -> list[str]:
-  return [m.strip() for m in c.extra_metrics.split(",") if m.strip()]
+  return cli.comma_names(c.extra_metrics)
 
 
 def final_metrics(c: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -150,7 +151,7 @@ def final_metrics(c: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def method_names(c: ml_collections.ConfigDict) -> list[str]:
-  return [m.strip() for m in c.methods.split(",") if m.strip()]
+  return cli.comma_names(c.methods)
 
 
 def grid_of(c: ml_collections.ConfigDict, method: str) -> tuple[float, ...]:

@@ -41,9 +41,9 @@ from betatc_jax.sweep.grid import BETA_METHODS, LABELS, METHODS
 from betatc_jax.sweep.running import evaluations
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-OTHER_METRICS = suite.OTHER_METRICS
 CSV_COLUMNS = ("method", "param", "value", "seed", "steps", "mig", "mig_with_shape", "tc", "mi",
-               "dim_kl", "log_px", "kl", "active_latents", *OTHER_METRICS, "udr", "udr_spearman",
+               "dim_kl", "log_px", "kl", "active_latents", *suite.OTHER_METRICS, "udr",
+               "udr_spearman",
                "train_seconds", "frozen_at_step")
 
 
@@ -91,7 +91,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
   out = {}
   for key, group in sorted(groups.items()):
     stats = {"seeds": len(group)}
-    for metric in ("mig", "mig_with_shape", "tc", *OTHER_METRICS):
+    for metric in ("mig", "mig_with_shape", "tc", *suite.OTHER_METRICS):
       values = np.array([np.nan if r.get(metric) is None else r[metric] for r in group], float)
       stats[metric] = (values.mean(), values.min(), values.max())
     out[key] = stats
